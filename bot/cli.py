@@ -1,0 +1,106 @@
+"""`warroom` command line: serve the bot, migrate its database, or try it in the sandbox."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bot.settings import SettingsError, load_settings
+
+
+def _fail(message: str) -> int:
+    print(f"warroom: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_migrate(args) -> int:
+    from bot.migrate import upgrade_to_head
+
+    settings = load_settings()
+    upgrade_to_head(settings.database_url)
+    print(f"warroom: database is at the latest schema ({_display_url(settings.database_url)})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from bot.migrate import pending_migrations
+    from bot.runtime import Runtime
+    from bot import server
+
+    settings = load_settings()
+    settings.require_slack_credentials(socket_mode=args.socket)
+    runtime = Runtime.from_settings(settings)
+    problem = pending_migrations(runtime.engine)
+    if problem:
+        return _fail(f"{problem}; run `warroom migrate` first ({_display_url(settings.database_url)})")
+    if args.socket:
+        server.serve_socket_mode(runtime)
+    else:
+        server.serve_http(runtime, args.host or settings.warroom_host, args.port or settings.warroom_port)
+    return 0
+
+
+def cmd_sandbox(args) -> int:
+    from bot.sandbox import run_sandbox
+
+    return run_sandbox(database_path=args.database, user=args.user)
+
+
+def cmd_start(args) -> int:
+    """What the README's run command does: the real bot with Slack tokens, the sandbox without."""
+    settings = load_settings()
+    if settings.slack_bot_token is None:
+        print("warroom: no SLACK_BOT_TOKEN set, starting the offline sandbox "
+              "(set the Slack tokens to serve a real workspace)", file=sys.stderr)
+        return cmd_sandbox(args)
+    cmd_migrate(args)
+    args.socket = settings.slack_app_token is not None and settings.slack_signing_secret is None
+    return cmd_serve(args)
+
+
+def _display_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warroom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve Slack's requests (HTTP on POST /slack/events, or Socket Mode)")
+    serve.add_argument("--host", help="address to bind (default WARROOM_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default WARROOM_PORT or 3000)")
+    serve.add_argument("--socket", action="store_true", help="use Socket Mode (needs SLACK_APP_TOKEN)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database to the latest schema")
+    migrate.set_defaults(func=cmd_migrate)
+
+    for name, func, text in (
+        ("sandbox", cmd_sandbox, "try the bot offline: a local Slack stand-in and a terminal"),
+        ("start", cmd_start, "serve with Slack tokens, or open the sandbox without them"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--database", default="warroom-sandbox.db", help="SQLite file for the sandbox")
+        command.add_argument("--user", default="alice", help="who you are in the sandbox")
+        command.add_argument("--host")
+        command.add_argument("--port", type=int)
+        command.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The war room's domain: declare incidents, hand out roles, and keep the timeline.
+
+Plain functions over a SQLAlchemy session; no Slack here. Callers own the transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from bot.db import utcnow
+from bot.errors import NotAnIncidentChannel, NothingToChange
+from bot.models import Counter, Incident, ProcessedEvent, RoleAssignment, TimelineEntry
+
+SEVERITIES = (1, 2, 3, 4)
+STATUSES = ("investigating", "identified", "contained", "monitoring", "resolved")
+# Role key -> what the room calls the person who holds it, in the order the card lists them.
+ROLES = {
+    "ic": "Incident commander",
+    "scribe": "Scribe",
+    "comms": "Comms lead",
+    "tech": "Tech lead",
+    "legal": "Legal",
+    "privacy": "Privacy",
+}
+TITLE_MAX_CHARS = 150  # keeps "SEV1 · status · title" inside Slack's 250-character topic
+CHANNEL_NAME_MAX = 80  # Slack's limit
+SLUG_MAX_CHARS = 30
+
+
+class TimelineItem(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    actor_id: str
+    text: str
+    old_value: str | None
+    new_value: str | None
+    occurred_at: datetime
+    source: str
+    source_ref: str | None
+
+
+class IncidentView(BaseModel):
+    """An incident as the room sees it: its state and who holds which role."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    number: int
+    reference: str
+    title: str
+    summary: str
+    severity: int
+    status: str
+    declared_by: str
+    declared_at: datetime
+    channel_id: str | None
+    channel_name: str | None
+    card_ts: str | None
+    roles: dict[str, str]
+
+    @classmethod
+    def of(cls, incident: Incident) -> IncidentView:
+        return cls.model_validate(
+            {
+                **{name: getattr(incident, name) for name in cls.model_fields if name != "roles"},
+                "roles": {assignment.role: assignment.user_id for assignment in incident.roles},
+            }
+        )
+
+
+class Change(BaseModel):
+    """A change of role, severity or status, with the incident as it is afterwards."""
+
+    incident: IncidentView
+    old_value: str | None
+    new_value: str
+    entry: TimelineItem
+
+
+def channel_name_for(number: int, title: str) -> str:
+    """`inc-<n>-<slug>`: only what Slack accepts in a channel name, cut at a word boundary."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_title.lower().replace("'", ""))
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > SLUG_MAX_CHARS:
+            break
+        slug = candidate
+    if not slug and words:
+        slug = words[0][:SLUG_MAX_CHARS]
+    name = f"inc-{number}-{slug}" if slug else f"inc-{number}"
+    return name[:CHANNEL_NAME_MAX]
+
+
+def _next_incident_number(session: Session) -> int:
+    # The row lock taken by UPDATE serialises concurrent declarations across processes, and a
+    # rolled-back declaration rolls the counter back too: numbers stay unique and gap-free.
+    statement = (
+        update(Counter)
+        .where(Counter.name == "incident")
+        .values(value=Counter.value + 1)
+        .returning(Counter.value)
+    )
+    return session.execute(statement).scalar_one()
+
+
+def _add_entry(session: Session, incident: Incident, kind: str, actor_id: str, **fields) -> TimelineItem:
+    entry = TimelineEntry(incident_id=incident.id, kind=kind, actor_id=actor_id, **fields)
+    session.add(entry)
+    session.flush()
+    return TimelineItem.model_validate(entry)
+
+
+def declare_incident(
+    session: Session, *, title: str, severity: int, summary: str, declared_by: str
+) -> IncidentView:
+    """Record a new incident, investigating, with its declaration as the first timeline entry."""
+    incident = Incident(
+        number=_next_incident_number(session),
+        title=title,
+        summary=summary,
+        severity=severity,
+        status="investigating",
+        declared_by=declared_by,
+        declared_at=utcnow(),
+    )
+    session.add(incident)
+    session.flush()
+    _add_entry(
+        session, incident, "declared", declared_by,
+        text=title, new_value=f"sev{severity}", occurred_at=incident.declared_at,
+    )
+    return IncidentView.of(incident)
+
+
+def attach_war_room(session: Session, incident_id: int, channel_id: str, channel_name: str) -> IncidentView:
+    """Remember the channel Slack created for the incident."""
+    incident = session.get_one(Incident, incident_id)
+    incident.channel_id = channel_id
+    incident.channel_name = channel_name
+    return IncidentView.of(incident)
+
+
+def record_card(session: Session, incident_id: int, card_ts: str) -> None:
+    """Remember the pinned card's message so later changes can update it in place."""
+    session.get_one(Incident, incident_id).card_ts = card_ts
+
+
+def get_incident(session: Session, incident_id: int) -> IncidentView:
+    return IncidentView.of(session.get_one(Incident, incident_id))
+
+
+def _incident_in_channel(session: Session, channel_id: str, *, lock: bool = False) -> Incident:
+    statement = select(Incident).where(Incident.channel_id == channel_id)
+    if lock:
+        # Serialise changes to one incident so concurrent commands see each other's old values.
+        statement = statement.with_for_update()
+    incident = session.scalars(statement).one_or_none()
+    if incident is None:
+        raise NotAnIncidentChannel(
+            "This isn't an incident channel.",
+            "Run this command inside the incident's war room (#inc-…), or declare one with "
+            "`/incident declare sev2 <title>`.",
+        )
+    return incident
+
+
+def incident_in_channel(session: Session, channel_id: str) -> IncidentView:
+    """The incident whose war room this channel is, or NotAnIncidentChannel."""
+    return IncidentView.of(_incident_in_channel(session, channel_id))
+
+
+def assign_role(session: Session, channel_id: str, role: str, user_id: str, actor_id: str) -> Change:
+    """Give a role to someone, handing it over from its current holder if there is one."""
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    assignment = session.scalars(
+        select(RoleAssignment).where(
+            RoleAssignment.incident_id == incident.id, RoleAssignment.role == role
+        )
+    ).one_or_none()
+    previous = assignment.user_id if assignment else None
+    if previous == user_id:
+        raise NothingToChange(f"That person already holds the {ROLES[role]} role.")
+    if assignment is None:
+        assignment = RoleAssignment(incident_id=incident.id, role=role)
+        session.add(assignment)
+    assignment.user_id = user_id
+    assignment.assigned_by = actor_id
+    assignment.assigned_at = utcnow()
+    session.flush()
+    session.refresh(incident, ["roles"])
+    entry = _add_entry(
+        session, incident, "role", actor_id,
+        text=ROLES[role], old_value=previous, new_value=user_id, source_ref=role,
+    )
+    return Change(incident=IncidentView.of(incident), old_value=previous, new_value=user_id, entry=entry)
+
+
+def record_decision(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
+    """Add a decision-log entry (who, when, what) to the incident's timeline."""
+    return _add_entry(session, _incident_in_channel(session, channel_id), "decision", actor_id, text=text)
+
+
+def record_note(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
+    """Add a plain note to the incident's timeline."""
+    return _add_entry(session, _incident_in_channel(session, channel_id), "note", actor_id, text=text)
+
+
+def change_severity(session: Session, channel_id: str, severity: int, reason: str, actor_id: str) -> Change:
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    if incident.severity == severity:
+        raise NothingToChange(f"{incident.reference} is already SEV{severity}.")
+    old = f"sev{incident.severity}"
+    incident.severity = severity
+    entry = _add_entry(
+        session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}"
+    )
+    return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry)
+
+
+def change_status(session: Session, channel_id: str, status: str, note: str, actor_id: str) -> Change:
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    if incident.status == status:
+        raise NothingToChange(f"{incident.reference} is already {status}.")
+    old = incident.status
+    incident.status = status
+    incident.resolved_at = utcnow() if status == "resolved" else None
+    entry = _add_entry(session, incident, "status", actor_id, text=note, old_value=old, new_value=status)
+    return Change(incident=IncidentView.of(incident), old_value=old, new_value=status, entry=entry)
+
+
+def claim_event(session: Session, event_id: str) -> bool:
+    """Record that a Slack event is being handled; False if it already was (a retry).
+
+    The row is written in the caller's transaction, so a delivery whose handling failed
+    leaves no mark and Slack's retry gets another chance.
+    """
+    if session.scalar(select(exists().where(ProcessedEvent.event_id == event_id))):
+        return False
+    session.add(ProcessedEvent(event_id=event_id, received_at=utcnow()))
+    session.flush()
+    return True
+
+
+def pinned_message_key(channel_id: str, message_ts: str) -> str:
+    return f"pin:{channel_id}:{message_ts}"
+
+
+def is_pinned(session: Session, incident_id: int, channel_id: str, message_ts: str) -> bool:
+    key = pinned_message_key(channel_id, message_ts)
+    return bool(session.scalar(select(exists().where(
+        TimelineEntry.incident_id == incident_id, TimelineEntry.dedupe_key == key
+    ))))
+
+
+def record_pinned_message(
+    session: Session,
+    channel_id: str,
+    *,
+    message_ts: str,
+    author_id: str,
+    text: str,
+    pinned_by: str,
+    permalink: str | None,
+) -> TimelineItem | None:
+    """Add a Slack message to the timeline at its own time and author; None if already there."""
+    incident = _incident_in_channel(session, channel_id)
+    if is_pinned(session, incident.id, channel_id, message_ts):
+        return None
+    return _add_entry(
+        session, incident, "pinned", author_id,
+        text=text,
+        occurred_at=datetime.fromtimestamp(float(message_ts), tz=utcnow().tzinfo),
+        source="reaction",
+        source_ref=permalink,
+        new_value=pinned_by,
+        dedupe_key=pinned_message_key(channel_id, message_ts),
+    )
+
+
+def recent_timeline(session: Session, incident_id: int, limit: int = 20) -> list[TimelineItem]:
+    """The latest entries, oldest first, ordered by when they happened."""
+    rows = session.scalars(
+        select(TimelineEntry)
+        .where(TimelineEntry.incident_id == incident_id)
+        .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.id.desc())
+        .limit(limit)
+    ).all()
+    return [TimelineItem.model_validate(row) for row in reversed(rows)]

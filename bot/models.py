@@ -1,0 +1,107 @@
+"""The SQL schema: incidents, their roles, their timeline, and what deliveries were processed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from bot.db import UTCDateTime, utcnow
+
+# Named constraints: Alembic (and SQLite's batch mode) can only alter what has a name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Counter(Base):
+    """A named counter advanced with UPDATE … RETURNING, so incident numbers have no gaps."""
+
+    __tablename__ = "counter"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Incident(Base):
+    __tablename__ = "incident"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    severity: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    declared_by: Mapped[str] = mapped_column(String(32))
+    declared_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Filled in once Slack has created the war room (after the declaration was acknowledged).
+    channel_id: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
+    channel_name: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    card_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+    roles: Mapped[list[RoleAssignment]] = relationship(
+        back_populates="incident", order_by="RoleAssignment.id"
+    )
+
+    @property
+    def reference(self) -> str:
+        return f"INC-{self.number}"
+
+
+class RoleAssignment(Base):
+    """Who holds a role now; hand-overs update the row and leave their history in the timeline."""
+
+    __tablename__ = "role_assignment"
+    __table_args__ = (UniqueConstraint("incident_id", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[str] = mapped_column(String(32))
+    assigned_by: Mapped[str] = mapped_column(String(32))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    incident: Mapped[Incident] = relationship(back_populates="roles")
+
+
+class TimelineEntry(Base):
+    """One thing that happened in an incident, in the order and at the time it happened."""
+
+    __tablename__ = "timeline_entry"
+    # A pinned message (or any other delivery Slack may repeat) is recorded once per incident.
+    __table_args__ = (UniqueConstraint("incident_id", "dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incident.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    actor_id: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text, default="")
+    old_value: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    new_value: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # When it happened (a pinned message keeps its own time) and when we wrote it down.
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(20), default="command")
+    source_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+
+
+class ProcessedEvent(Base):
+    """Event ids already handled, so Slack's retried deliveries are refused by the database."""
+
+    __tablename__ = "processed_event"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

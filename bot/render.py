@@ -1,0 +1,85 @@
+"""Jinja2 rendering of Slack messages, with everything a person typed escaped for mrkdwn.
+
+Every `{{ value }}` in a template is escaped unless the bot built it on purpose (a `Mrkdwn`
+string, e.g. a mention of a validated user id), so `<!channel>` in a title shows as text.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from bot.db import REPO_ROOT
+from bot.incidents import ROLES
+
+TEMPLATES_DIR = REPO_ROOT / "templates"
+PART_SEPARATOR = re.compile(r"^---\s*$", re.MULTILINE)
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
+
+class Mrkdwn(str):
+    """Text the bot built itself and vouches for; it is not escaped again."""
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Slack's three control characters, as Slack asks: & < > become entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _finalize(value):
+    if value is None:
+        return ""
+    if isinstance(value, Mrkdwn):
+        return value
+    return escape_mrkdwn(str(value))
+
+
+def mention(user_id: str | None) -> Mrkdwn:
+    """A mention of a user id that we validated; anything else is shown as escaped text."""
+    if user_id and USER_ID.match(user_id):
+        return Mrkdwn(f"<@{user_id}>")
+    return Mrkdwn(escape_mrkdwn(user_id or "someone"))
+
+
+def channel_link(channel_id: str | None, name: str | None = None) -> Mrkdwn:
+    if channel_id and CHANNEL_ID.match(channel_id):
+        return Mrkdwn(f"<#{channel_id}>")
+    return Mrkdwn(escape_mrkdwn(f"#{name or 'unknown'}"))
+
+
+def utc(moment: datetime | None) -> str:
+    """A stored time as `2026-11-23 18:31 UTC`."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        finalize=_finalize,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        autoescape=False,  # HTML escaping is wrong for mrkdwn; _finalize escapes instead
+    )
+    env.globals.update(mention=mention, channel_link=channel_link, ROLES=ROLES)
+    env.filters.update(utc=utc)
+    return env
+
+
+def render(template_name: str, **context) -> str:
+    """Render a template to one mrkdwn string."""
+    return environment().get_template(template_name).render(**context).strip()
+
+
+def render_parts(template_name: str, **context) -> list[str]:
+    """Render a template whose parts are separated by `---` lines (one Slack section each)."""
+    text = render(template_name, **context)
+    return [part.strip() for part in PART_SEPARATOR.split(text) if part.strip()]

@@ -1,0 +1,72 @@
+"""Settings read from the environment (and an optional .env file), validated once at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SLACK_API_URL = "https://slack.com/api/"
+
+
+class SettingsError(Exception):
+    """A missing or malformed setting; the message is one line a person can act on."""
+
+
+class Settings(BaseSettings):
+    """Everything the bot needs to run; tests build their own instead of reading the environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = SLACK_API_URL
+    database_url: str = "sqlite:///warroom.db"
+    warroom_host: str = "127.0.0.1"
+    warroom_port: int = Field(default=3000, ge=1, le=65535)
+    # Channel id (C…) where every new real incident is announced; empty means no announcement.
+    warroom_announce_channel: str = ""
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_ends_with_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://slack.com/api/")
+        # slack_sdk joins base_url and the method name by plain concatenation.
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    def require_slack_credentials(self, socket_mode: bool = False) -> None:
+        """Fail with one clear line when a token that serving needs is missing."""
+        needed = {"SLACK_BOT_TOKEN": self.slack_bot_token}
+        if socket_mode:
+            needed["SLACK_APP_TOKEN"] = self.slack_app_token
+        else:
+            needed["SLACK_SIGNING_SECRET"] = self.slack_signing_secret
+        for name, value in needed.items():
+            if value is None or not value.get_secret_value():
+                raise SettingsError(
+                    f"{name} is not set: export it from your Slack app's settings "
+                    "(or run `warroom sandbox` to try the bot without Slack)"
+                )
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from the environment, turning validation errors into one readable line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{field}: {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None

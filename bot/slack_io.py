@@ -1,0 +1,121 @@
+"""The one place that talks to Slack's Web API: retries, name collisions and Slack's quirks."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+log = logging.getLogger(__name__)
+
+NAME_TAKEN_ATTEMPTS = 20
+
+
+class SlackCallFailed(Exception):
+    """A Slack call failed after retries; the message says which step and Slack's error."""
+
+    def __init__(self, step: str, error: str) -> None:
+        super().__init__(f"{step} failed: {error}")
+        self.step = step
+        self.error = error
+
+
+def make_client(token: str, base_url: str) -> WebClient:
+    """A WebClient that waits out 429s (honouring Retry-After) and retries 5xx and dropped connections."""
+    client = WebClient(token=token, base_url=base_url, timeout=10)
+    client.retry_handlers.extend(
+        [
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+        ]
+    )
+    return client
+
+
+def _error_of(exc: SlackApiError) -> str:
+    response = exc.response
+    try:
+        return str(response.get("error") or f"HTTP {response.status_code}")
+    except Exception:  # noqa: BLE001 - a non-JSON body still deserves a readable error
+        return f"HTTP {getattr(response, 'status_code', '?')}"
+
+
+def call(step: str, method, **kwargs):
+    """Call a WebClient method, turning Slack's refusal into SlackCallFailed naming the step."""
+    try:
+        return method(**kwargs)
+    except SlackApiError as exc:
+        raise SlackCallFailed(step, _error_of(exc)) from exc
+    except OSError as exc:  # timeouts and refused connections after the retry handlers gave up
+        raise SlackCallFailed(step, type(exc).__name__) from exc
+
+
+def create_channel(client: WebClient, wanted_name: str) -> tuple[str, str]:
+    """Create a public channel, adding -2, -3, … while Slack says the name is taken."""
+    for attempt in range(1, NAME_TAKEN_ATTEMPTS + 1):
+        suffix = "" if attempt == 1 else f"-{attempt}"
+        name = wanted_name[: 80 - len(suffix)] + suffix
+        try:
+            response = client.conversations_create(name=name)
+        except SlackApiError as exc:
+            if _error_of(exc) == "name_taken":
+                continue
+            raise SlackCallFailed("creating the channel", _error_of(exc)) from exc
+        return response["channel"]["id"], response["channel"]["name"]
+    raise SlackCallFailed("creating the channel", f"name_taken {NAME_TAKEN_ATTEMPTS} times")
+
+
+def invite(client: WebClient, channel_id: str, user_id: str) -> None:
+    """Invite someone to a channel; being there already is fine."""
+    try:
+        client.conversations_invite(channel=channel_id, users=user_id)
+    except SlackApiError as exc:
+        if _error_of(exc) in ("already_in_channel", "cant_invite_self"):
+            return
+        raise SlackCallFailed("inviting the user", _error_of(exc)) from exc
+
+
+def pin(client: WebClient, channel_id: str, ts: str) -> None:
+    try:
+        client.pins_add(channel=channel_id, timestamp=ts)
+    except SlackApiError as exc:
+        if _error_of(exc) == "already_pinned":
+            return
+        raise SlackCallFailed("pinning the card", _error_of(exc)) from exc
+
+
+def fetch_message(client: WebClient, channel_id: str, ts: str) -> dict | None:
+    """The message at `ts` in a channel, whether top-level or in a thread; None if it is gone."""
+    history = call(
+        "reading the pinned message", client.conversations_history,
+        channel=channel_id, latest=ts, inclusive=True, limit=1,
+    )
+    for message in history.get("messages", []):
+        if message.get("ts") == ts:
+            return message
+    # conversations.history only holds top-level messages; replies are found through their thread.
+    try:
+        replies = client.conversations_replies(channel=channel_id, ts=ts, latest=ts, inclusive=True, limit=1)
+    except SlackApiError as exc:
+        if _error_of(exc) == "thread_not_found":
+            return None
+        raise SlackCallFailed("reading the pinned message", _error_of(exc)) from exc
+    for message in replies.get("messages", []):
+        if message.get("ts") == ts:
+            return message
+    return None
+
+
+def permalink(client: WebClient, channel_id: str, ts: str) -> str | None:
+    try:
+        return client.chat_getPermalink(channel=channel_id, message_ts=ts).get("permalink")
+    except SlackApiError as exc:
+        log.warning("no permalink for %s/%s: %s", channel_id, ts, _error_of(exc))
+        return None

@@ -1,0 +1,163 @@
+"""Turn the text after `/incident` into validated requests, or a UsageError that says how to fix it.
+
+Slack sends slash-command text with `should_escape: true`: `&`, `<`, `>` arrive as entities and
+mentions arrive as `<@U123|name>`. We keep what the person meant as plain text; rendering escapes
+it again on the way out.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from bot.errors import UsageError
+from bot.incidents import ROLES, SEVERITIES, STATUSES, TITLE_MAX_CHARS
+from bot.render import escape_mrkdwn
+
+DEFAULT_SEVERITY = 3
+# What a war-room message may carry once escaped; leaves room in Slack's 3,000-char section.
+ENTRY_MAX_CHARS = 2500
+
+USAGE = {
+    "declare": "`/incident declare [sev1|sev2|sev3|sev4] <title>`, or `/incident declare` alone for a form",
+    "role": "`/incident role <ic|scribe|comms|tech|legal|privacy> @person`",
+    "roles": "`/incident roles`",
+    "decision": "`/incident decision <what was decided, and why>`",
+    "note": "`/incident note <text>`",
+    "sev": "`/incident sev <1-4> [reason]`",
+    "status": "`/incident status <investigating|identified|contained|monitoring|resolved> [note]`",
+    "timeline": "`/incident timeline`",
+    "help": "`/incident help`",
+}
+
+MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+SEVERITY_WORD = re.compile(r"^(?:sev)?-?(\d+)$", re.IGNORECASE)
+ESCAPED_LINK = re.compile(r"<([@#])([A-Z0-9]+)\|([^>]*)>|<((?:https?|mailto):[^|>]+)\|([^>]*)>")
+
+
+class DeclareRequest(BaseModel):
+    title: str
+    severity: int
+    summary: str = ""
+
+
+class RoleRequest(BaseModel):
+    role: str
+    user_id: str
+
+
+class TextRequest(BaseModel):
+    text: str
+
+
+class SeverityRequest(BaseModel):
+    severity: int
+    reason: str = ""
+
+
+class StatusRequest(BaseModel):
+    status: str
+    note: str = ""
+
+
+def usage_error(subcommand: str, message: str) -> UsageError:
+    return UsageError(message, f"Usage: {USAGE[subcommand]}")
+
+
+def split_subcommand(text: str) -> tuple[str, str]:
+    """`decision Roll back v14` -> ("decision", "Roll back v14")."""
+    head, _, rest = text.strip().partition(" ")
+    return head.lower(), rest.strip()
+
+
+def human_text(raw: str) -> str:
+    """What the person typed, as text: Slack's entities undone, escaped links shown by name."""
+
+    def readable(match: re.Match) -> str:
+        if match.group(1):
+            return f"{match.group(1)}{match.group(3) or match.group(2)}"
+        return f"{match.group(5)} ({match.group(4)})"
+
+    text = ESCAPED_LINK.sub(readable, raw)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+def _checked_text(subcommand: str, raw: str, what: str, *, required: bool) -> str:
+    text = human_text(raw)
+    if required and not text:
+        raise usage_error(subcommand, f"The {what} is missing.")
+    if len(escape_mrkdwn(text)) > ENTRY_MAX_CHARS:
+        raise usage_error(
+            subcommand,
+            f"The {what} is too long ({len(text)} characters; the limit is {ENTRY_MAX_CHARS}, "
+            "and each & < > counts as several). Shorten it, or split it into two entries.",
+        )
+    return text
+
+
+def parse_severity(subcommand: str, word: str) -> int:
+    match = SEVERITY_WORD.match(word)
+    if not match or int(match.group(1)) not in SEVERITIES:
+        raise usage_error(subcommand, f"`{word}` is not a severity: use 1, 2, 3 or 4 (1 is the most severe).")
+    return int(match.group(1))
+
+
+def parse_title(subcommand: str, raw: str) -> str:
+    title = " ".join(_checked_text(subcommand, raw, "title", required=True).split())
+    if len(title) > TITLE_MAX_CHARS:
+        raise usage_error(
+            subcommand, f"The title is {len(title)} characters; keep it to {TITLE_MAX_CHARS} or fewer."
+        )
+    return title
+
+
+def parse_declare(args: str) -> DeclareRequest:
+    first, _, rest = args.partition(" ")
+    if SEVERITY_WORD.match(first) and first.lower().startswith("sev"):
+        return DeclareRequest(severity=parse_severity("declare", first), title=parse_title("declare", rest))
+    return DeclareRequest(severity=DEFAULT_SEVERITY, title=parse_title("declare", args))
+
+
+def parse_role(args: str) -> RoleRequest:
+    words = args.split()
+    if len(words) != 2:
+        raise usage_error("role", "Name one role and one person.")
+    role, person = words[0].lower(), words[1]
+    if role not in ROLES:
+        raise usage_error("role", f"`{human_text(role)}` is not a role. Roles: {', '.join(ROLES)}.")
+    match = MENTION.match(person)
+    if not match:
+        raise usage_error(
+            "role",
+            f"`{human_text(person)}` is not a mention. Type @ and pick the person from Slack's list.",
+        )
+    return RoleRequest(role=role, user_id=match.group(1))
+
+
+def parse_entry(subcommand: str, args: str) -> TextRequest:
+    what = "decision" if subcommand == "decision" else "note"
+    return TextRequest(text=_checked_text(subcommand, args, what, required=True))
+
+
+def parse_sev(args: str) -> SeverityRequest:
+    first, _, rest = args.partition(" ")
+    if not first:
+        raise usage_error("sev", "Give the new severity.")
+    return SeverityRequest(
+        severity=parse_severity("sev", first), reason=_checked_text("sev", rest, "reason", required=False)
+    )
+
+
+def parse_status(args: str) -> StatusRequest:
+    first, _, rest = args.partition(" ")
+    status = first.lower()
+    if status not in STATUSES:
+        shown = f"`{human_text(first)}` is not a status" if first else "Give the new status"
+        raise usage_error("status", f"{shown}: use one of {', '.join(STATUSES)}.")
+    return StatusRequest(status=status, note=_checked_text("status", rest, "note", required=False))
+
+
+def parse_no_arguments(subcommand: str, args: str) -> None:
+    if args:
+        raise usage_error(subcommand, f"`{subcommand}` takes no arguments.")

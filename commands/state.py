@@ -1,0 +1,42 @@
+"""Severity and status changes: `/incident sev` and `/incident status`."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from bot import incidents
+from bot.incidents import Change
+from bot.render import render
+from bot.runtime import Runtime
+from commands.parsing import parse_sev, parse_status
+from commands.router import Reply, Router, SlashRequest
+from commands.war_room import post, refresh_card
+
+
+def _announce(runtime: Runtime, request: SlashRequest, change: Change) -> Reply:
+    def tell_the_room(client):
+        post(client, request.channel_id, render("state_changed.slack.j2", change=change))
+        refresh_card(client, change.incident, topic_changed=True)
+
+    return Reply(then=tell_the_room, then_failure=f"The {change.entry.kind} change is recorded, but")
+
+
+def register(router: Router, app: App) -> None:
+    runtime = router.runtime
+
+    def sev(request: SlashRequest) -> Reply:
+        wanted = parse_sev(request.args)
+        with runtime.transaction() as session:
+            change = incidents.change_severity(session, request.channel_id, wanted.severity,
+                                               wanted.reason, request.user_id)
+        return _announce(runtime, request, change)
+
+    def status(request: SlashRequest) -> Reply:
+        wanted = parse_status(request.args)
+        with runtime.transaction() as session:
+            change = incidents.change_status(session, request.channel_id, wanted.status,
+                                             wanted.note, request.user_id)
+        return _announce(runtime, request, change)
+
+    router.add("sev", sev)
+    router.add("status", status)

@@ -1,0 +1,61 @@
+"""Slack-side work on an incident's channel: open it, keep its card and topic current, post to it."""
+
+from __future__ import annotations
+
+from slack_sdk import WebClient
+
+from bot import incidents, slack_io
+from bot.incidents import IncidentView
+from bot.render import render
+from bot.runtime import Runtime
+from commands.messages import card_blocks, card_fallback_text, section_blocks
+
+TOPIC_MAX_CHARS = 250  # Slack's limit for a channel topic
+
+
+def topic_for(incident: IncidentView) -> str:
+    return render("topic.slack.j2", incident=incident)[:TOPIC_MAX_CHARS]
+
+
+def post(client: WebClient, channel_id: str, text: str, step: str = "posting to the war room") -> str:
+    """Post rendered mrkdwn as a section; returns the message ts."""
+    response = slack_io.call(step, client.chat_postMessage, channel=channel_id, text=text,
+                             blocks=section_blocks([text]), unfurl_links=False)
+    return response["ts"]
+
+
+def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -> IncidentView:
+    """Create the channel, bring the declarer in, pin the card, set the topic, announce it.
+
+    Each step that succeeded is remembered, so a failure part-way leaves a usable record.
+    """
+    channel_id, channel_name = slack_io.create_channel(
+        client, incidents.channel_name_for(incident.number, incident.title)
+    )
+    with runtime.transaction() as session:
+        incident = incidents.attach_war_room(session, incident.id, channel_id, channel_name)
+    slack_io.invite(client, channel_id, incident.declared_by)
+    card = slack_io.call("posting the incident card", client.chat_postMessage, channel=channel_id,
+                         text=card_fallback_text(incident), blocks=card_blocks(incident))
+    with runtime.transaction() as session:
+        incidents.record_card(session, incident.id, card["ts"])
+    slack_io.pin(client, channel_id, card["ts"])
+    slack_io.call("setting the topic", client.conversations_setTopic, channel=channel_id,
+                  topic=topic_for(incident))
+    announce_channel = runtime.settings.warroom_announce_channel
+    if announce_channel:
+        post(client, announce_channel, render("announcement.slack.j2", incident=incident),
+             step="announcing the incident")
+    return incident
+
+
+def refresh_card(client: WebClient, incident: IncidentView, *, topic_changed: bool = False) -> None:
+    """Bring the pinned card (and the topic, when severity or status moved) up to date."""
+    if incident.channel_id is None:
+        return
+    if incident.card_ts:
+        slack_io.call("updating the incident card", client.chat_update, channel=incident.channel_id,
+                      ts=incident.card_ts, text=card_fallback_text(incident), blocks=card_blocks(incident))
+    if topic_changed:
+        slack_io.call("setting the topic", client.conversations_setTopic, channel=incident.channel_id,
+                      topic=topic_for(incident))

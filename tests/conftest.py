@@ -1,0 +1,177 @@
+"""Test harness: the real bot process over HTTP, the Slack stand-in, and a real database.
+
+Every end-to-end test runs once on SQLite and once on PostgreSQL (set WARROOM_TEST_BACKENDS=sqlite
+to run one). Each backend gets its own freshly migrated database and its own `warroom serve`
+process; tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import create_engine, text
+
+from bot.db import make_engine, make_session_factory
+from bot.migrate import upgrade_to_head
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SIGNING_SECRET = "test-signing-secret"
+BOT_TOKEN = "xoxb-standin"
+ANNOUNCE_CHANNEL = "C0INCIDENTS"
+POSTGRES_ADMIN_URL = os.environ.get("WARROOM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [b for b in os.environ.get("WARROOM_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
+TABLES_CHILD_FIRST = ("timeline_entry", "role_assignment", "processed_event", "incident")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def eventually(check, timeout: float = 5.0, interval: float = 0.02):
+    """Poll `check` until it returns something truthy (Slack work happens after the ack)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {getattr(check, '__name__', check)}")
+        time.sleep(interval)
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+
+    def __post_init__(self):
+        self.engine = make_engine(self.url)
+        self.sessions = make_session_factory(self.engine)
+
+    def empty(self) -> None:
+        with self.engine.begin() as connection:
+            for table in TABLES_CHILD_FIRST:
+                connection.execute(text(f"DELETE FROM {table}"))
+            connection.execute(text("UPDATE counter SET value = 0 WHERE name = 'incident'"))
+
+    def scalar(self, sql: str, **params):
+        with self.engine.connect() as connection:
+            return connection.execute(text(sql), params).scalar()
+
+    def rows(self, sql: str, **params):
+        with self.engine.connect() as connection:
+            return connection.execute(text(sql), params).mappings().all()
+
+
+@pytest.fixture(scope="session")
+def standin():
+    from bot.slack_standin.server import SlackStandIn
+
+    server = SlackStandIn(bot_token=BOT_TOKEN).start()
+    yield server
+    server.stop()
+
+
+def _create_database(backend: str, tmp_dir: Path):
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_dir / 'warroom-test.db'}", lambda: None
+    name = f"warroom_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop():
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", drop
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database(request, tmp_path_factory):
+    url, drop = _create_database(request.param, tmp_path_factory.mktemp(request.param))
+    upgrade_to_head(url)
+    db = Database(request.param, url)
+    yield db
+    db.engine.dispose()
+    drop()
+
+
+def bot_environment(database_url: str, standin, **extra) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "WARROOM_"))}
+    env.update(
+        SLACK_BOT_TOKEN=BOT_TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=standin.api_url,
+        DATABASE_URL=database_url,
+        WARROOM_ANNOUNCE_CHANNEL=ANNOUNCE_CHANNEL,
+        **extra,
+    )
+    return env
+
+
+class BotProcess:
+    """`warroom serve` as a child process, the way it runs in production."""
+
+    def __init__(self, env: dict, port: int, log_path: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+            env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"warroom serve exited:\n{self.log_path.read_text()}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"warroom serve did not become healthy:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def bot(database, standin, tmp_path_factory):
+    port = free_port()
+    process = BotProcess(bot_environment(database.url, standin), port,
+                         tmp_path_factory.mktemp("logs") / f"bot-{database.backend}.log")
+    process.wait_healthy()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def slack(bot, database, standin):
+    """A clean workspace and database, and a Slack that delivers to the running bot."""
+    from bot.slack_standin.simulator import SlackSimulator
+
+    database.empty()
+    standin.reset()
+    return SlackSimulator(standin, f"{bot.url}/slack/events", SIGNING_SECRET)

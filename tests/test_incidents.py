@@ -1,0 +1,109 @@
+"""The domain services against a real database (SQLite and PostgreSQL), no Slack involved."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
+
+import pytest
+
+from bot import incidents
+from bot.errors import NotAnIncidentChannel, NothingToChange
+
+
+@pytest.fixture
+def db(database):
+    database.empty()
+    return database
+
+
+def declare(db, title="Support bot quoting a refund policy we don't have", severity=1, channel="C0ROOM1"):
+    with db.sessions.begin() as session:
+        incident = incidents.declare_incident(session, title=title, severity=severity, summary="", declared_by="U0ALICE")
+        return incidents.attach_war_room(session, incident.id, channel, f"inc-{incident.number}")
+
+
+def test_channel_names_are_what_slack_accepts():
+    assert incidents.channel_name_for(42, "Support bot quoting a refund policy we don't have") == \
+        "inc-42-support-bot-quoting-a-refund"
+    assert incidents.channel_name_for(7, "Crédit scoring: bias spike after refresh!") == \
+        "inc-7-credit-scoring-bias-spike"
+    assert incidents.channel_name_for(3, "模型泄露") == "inc-3"
+    assert incidents.channel_name_for(5, "x" * 200) == "inc-5-" + "x" * 30
+    assert incidents.channel_name_for(10**70, "title") .__len__() <= 80
+
+
+def test_incident_numbers_are_unique_and_gap_free_under_concurrency(db):
+    def declare_one(i):
+        with db.sessions.begin() as session:
+            return incidents.declare_incident(session, title=f"t{i}", severity=3, summary="", declared_by="U0BOB").number
+
+    with ThreadPoolExecutor(8) as pool:
+        numbers = sorted(pool.map(declare_one, range(40)))
+    assert numbers == list(range(1, 41))
+
+
+def test_declaration_starts_the_timeline(db):
+    incident = declare(db)
+    assert incident.reference == "INC-1" and incident.status == "investigating" and incident.severity == 1
+    with db.sessions() as session:
+        [entry] = incidents.recent_timeline(session, incident.id)
+    assert entry.kind == "declared" and entry.actor_id == "U0ALICE" and entry.new_value == "sev1"
+    assert entry.occurred_at.tzinfo is not None and entry.occurred_at.utcoffset().total_seconds() == 0
+
+
+def test_role_handover_keeps_history(db):
+    declare(db)
+    with db.sessions.begin() as session:
+        first = incidents.assign_role(session, "C0ROOM1", "ic", "U0BOB", "U0ALICE")
+    with db.sessions.begin() as session:
+        second = incidents.assign_role(session, "C0ROOM1", "ic", "U0CAROL", "U0BOB")
+    assert first.old_value is None and second.old_value == "U0BOB"
+    assert second.incident.roles == {"ic": "U0CAROL"}
+    with db.sessions.begin() as session, pytest.raises(NothingToChange):
+        incidents.assign_role(session, "C0ROOM1", "ic", "U0CAROL", "U0BOB")
+    rows = db.rows("SELECT old_value, new_value FROM timeline_entry WHERE kind = 'role' ORDER BY id")
+    assert [(r["old_value"], r["new_value"]) for r in rows] == [(None, "U0BOB"), ("U0BOB", "U0CAROL")]
+
+
+def test_severity_and_status_record_old_and_new(db):
+    incident = declare(db, severity=2)
+    with db.sessions.begin() as session:
+        sev = incidents.change_severity(session, "C0ROOM1", 1, "refunds promised to 300 users", "U0BOB")
+        status = incidents.change_status(session, "C0ROOM1", "resolved", "", "U0BOB")
+    assert (sev.old_value, sev.new_value) == ("sev2", "sev1")
+    assert (status.old_value, status.new_value) == ("investigating", "resolved")
+    with db.sessions.begin() as session, pytest.raises(NothingToChange):
+        incidents.change_severity(session, "C0ROOM1", 1, "", "U0BOB")
+    assert db.scalar("SELECT resolved_at FROM incident WHERE id = :id", id=incident.id) is not None
+
+
+def test_commands_outside_a_war_room_are_refused(db):
+    declare(db)
+    with db.sessions.begin() as session, pytest.raises(NotAnIncidentChannel):
+        incidents.record_decision(session, "C0GENERAL", "roll back", "U0ALICE")
+    assert db.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'decision'") == 0
+
+
+def test_a_pinned_message_keeps_its_own_time_and_is_recorded_once(db):
+    incident = declare(db)
+    kwargs = dict(message_ts="1732380000.000100", author_id="U0CAROL", text="refund bot said 90 days",
+                  pinned_by="U0BOB", permalink=None)
+    with db.sessions.begin() as session:
+        entry = incidents.record_pinned_message(session, "C0ROOM1", **kwargs)
+    with db.sessions.begin() as session:
+        again = incidents.record_pinned_message(session, "C0ROOM1", **kwargs)
+    assert again is None
+    assert entry.occurred_at == entry.occurred_at.astimezone(timezone.utc)
+    assert entry.occurred_at.isoformat() == "2024-11-23T16:40:00.000100+00:00"
+    with db.sessions() as session:
+        kinds = [e.kind for e in incidents.recent_timeline(session, incident.id)]
+    # The message was written before the incident was declared, so it sorts first.
+    assert kinds == ["pinned", "declared"]
+
+
+def test_an_event_is_claimed_once(db):
+    with db.sessions.begin() as session:
+        assert incidents.claim_event(session, "Ev01") is True
+    with db.sessions.begin() as session:
+        assert incidents.claim_event(session, "Ev01") is False
