@@ -1,0 +1,291 @@
+"""`warroom sandbox`: the whole bot on this machine, with a terminal in place of Slack's client.
+
+It starts the Slack stand-in, migrates a SQLite file, serves the real bot over HTTP on 127.0.0.1,
+and lets a person type `/incident …` as a chosen user, post and :pushpin: messages, and fill in
+the bot's forms. After each action it prints what the bot posted, channel by channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TextIO
+
+from bot.migrate import upgrade_to_head
+from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.slack_standin.server import SlackStandIn
+from bot.slack_standin.simulator import SlackSimulator
+
+ANNOUNCE_CHANNEL = "C0INCIDENTS"
+HELP = """\
+Type what you would type in Slack:
+  /incident declare sev1 Support bot quoting a refund policy we don't have
+  /incident help
+Sandbox commands:
+  :as <user>        act as another person (alice, bob, carol, dave)
+  :in <channel>     move to a channel (#general, #incidents, #inc-1-…)
+  :say <text>       post a message in this channel as yourself
+  :pin <n>          react with :pushpin: to message [n] of this channel
+  :show             this channel's messages, numbered
+  :channels         the channels and who is in them
+  :help  :quit"""
+
+
+class SandboxTerminal:
+    """A line-by-line Slack client over the stand-in: reads commands, prints what happened."""
+
+    def __init__(self, standin: SlackStandIn, simulator: SlackSimulator, user: str, out: TextIO):
+        self.standin, self.simulator, self.out = standin, simulator, out
+        self.user_id = self._user_id(user)
+        self.channel_id = "C0GENERAL"
+        self.seen: set[tuple[str, str]] = set()
+        self.seen_ephemerals = 0
+        self.seen_views: set[str] = set()
+        self._mark_everything_seen()
+
+    # ---------------------------------------------------------------- input
+    def run(self, lines, echo: bool = False) -> None:
+        """Read lines until they run out or :quit; `echo` shows them when they come from a file."""
+        self.lines, self.echo = iter(lines), echo
+        self.say(HELP)
+        self.prompt()
+        for line in self.lines:
+            line = line.strip()
+            if self.echo:
+                self.say(line)
+            if line:
+                if not self.handle(line):
+                    return
+            self.prompt()
+        self.say("")
+
+    def handle(self, line: str) -> bool:
+        """Act on one line; False to quit."""
+        word, _, rest = line.partition(" ")
+        rest = rest.strip()
+        if word.startswith("/"):
+            if word != "/incident":
+                self.say(f"  (only /incident is installed here, not {word})")
+                return True
+            result = self.simulator.command(self.user_id, self.channel_id, rest)
+            if result.status != 200:
+                self.say(f"  (the bot answered HTTP {result.status})")
+            elif result.body:
+                ack = result.body if isinstance(result.body, str) else result.body.get("text", "")
+                self.say_message("only you", self.to_terminal(ack))
+            self.show_news()
+        elif word == ":as":
+            self.user_id = self._user_id(rest)
+            self.say(f"  you are now {self.user_name(self.user_id)}")
+        elif word == ":in":
+            self.move_to(rest)
+        elif word == ":say":
+            self.simulator.post_message(self.user_id, self.channel_id, rest)
+            self.show_news()
+        elif word == ":pin":
+            self.pin(rest)
+        elif word == ":show":
+            self.show_channel()
+        elif word == ":channels":
+            for channel in self.standin.channels():
+                members = ", ".join(self.user_name(m) for m in channel["members"])
+                self.say(f"  #{channel['name']}: {members}")
+        elif word == ":help":
+            self.say(HELP)
+        elif word in (":quit", ":q", ":exit"):
+            return False
+        else:
+            self.say("  not understood; :help lists what you can type")
+        return True
+
+    def move_to(self, name: str) -> None:
+        channel = self.standin.channel(name.lstrip("#"))
+        if channel is None:
+            self.say(f"  no channel {name}; :channels lists them")
+        elif self.user_id not in channel["members"]:
+            self.say(f"  {self.user_name(self.user_id)} is not in #{channel['name']}")
+        else:
+            self.channel_id = channel["id"]
+            self.say(f"  now in #{channel['name']}")
+
+    def pin(self, number: str) -> None:
+        messages = self.standin.messages(self.channel_id)
+        if not number.isdigit() or not 1 <= int(number) <= len(messages):
+            self.say("  :pin takes a message number from :show")
+            return
+        self.simulator.react(self.user_id, self.channel_id, messages[int(number) - 1]["ts"])
+        self.show_news()
+
+    # --------------------------------------------------------------- output
+    def show_news(self) -> None:
+        """Wait for the bot's after-ack work, then print every new message, reply and form."""
+        self._wait_until_quiet()
+        for channel in self.standin.channels():
+            fresh = [m for m in self.standin.messages(channel["id"]) if (channel["id"], m["ts"]) not in self.seen]
+            for message in fresh:
+                self.seen.add((channel["id"], message["ts"]))
+                where = f"#{channel['name']}" + (" (thread)" if message.get("thread_ts") not in (None, message["ts"]) else "")
+                pinned = " :pushpin: pinned" if any(p.get("ts") == message["ts"] or (p.get("message") or {}).get("ts") == message["ts"]
+                                                   for p in self.standin.pins(channel["id"])) else ""
+                self.say_message(f"{where} {self.user_name(message.get('user'))}{pinned}", self.message_text(message))
+        ephemerals = self.standin.ephemerals()
+        for ephemeral in ephemerals[self.seen_ephemerals:]:
+            if ephemeral["user"] == self.user_id:
+                self.say_message("only you", self.message_text(ephemeral))
+        self.seen_ephemerals = len(ephemerals)
+        self._follow_into_new_room()
+        for view in self.standin.views():
+            if view["id"] not in self.seen_views and not view["closed"] and view["user"] == self.user_id:
+                self.seen_views.add(view["id"])
+                self.fill_in(view)
+
+    def fill_in(self, view: dict) -> None:
+        """Ask for each of a form's inputs on the terminal, then submit it."""
+        form = view["view"]
+        self.say(f"  [form] {form['title']['text']}")
+        values = {}
+        for block in form["blocks"]:
+            if block.get("type") != "input":
+                continue
+            element = block["element"]
+            label = block["label"]["text"] + (" (optional)" if block.get("optional") else "")
+            if element["type"] == "static_select":
+                options = element["options"]
+                for index, option in enumerate(options, 1):
+                    self.say(f"      {index}. {option['text']['text']}")
+                answer = self.ask(f"    {label} [number]: ")
+                chosen = options[int(answer) - 1] if answer.isdigit() and 1 <= int(answer) <= len(options) \
+                    else element.get("initial_option", options[0])
+                values[element["action_id"]] = chosen["value"]
+            else:
+                values[element["action_id"]] = self.ask(f"    {label}: ")
+        result = self.simulator.submit_view(self.user_id, view["id"], values)
+        errors = result.body.get("errors") if isinstance(result.body, dict) else None
+        if errors:
+            for field, problem in errors.items():
+                self.say(f"  [form] {field}: {problem}")
+        self.show_news()
+
+    def show_channel(self) -> None:
+        channel = self.standin.channel(self.channel_id)
+        self.say(f"  #{channel['name']}")
+        for index, message in enumerate(self.standin.messages(self.channel_id), 1):
+            self.say_message(f"[{index}] {self.user_name(message.get('user'))}", self.message_text(message))
+
+    def _follow_into_new_room(self) -> None:
+        # Like Slack's client jumping to a channel you were just added to.
+        rooms = [c for c in self.standin.channels()
+                 if c["name"].startswith("inc-") and self.user_id in c["members"]]
+        newest = max(rooms, key=lambda c: c["created"], default=None)
+        if newest and newest["id"] != self.channel_id and newest["id"] not in getattr(self, "_visited", set()):
+            self._visited = getattr(self, "_visited", set()) | {newest["id"]}
+            self.channel_id = newest["id"]
+            self.say(f"  (you were added to #{newest['name']}; now in it)")
+
+    def message_text(self, message: dict) -> str:
+        sections = [b["text"]["text"] for b in message.get("blocks") or [] if (b.get("text") or {}).get("text")]
+        return self.to_terminal("\n".join(sections) if sections else message.get("text") or "")
+
+    def to_terminal(self, mrkdwn: str) -> str:
+        """Slack's markup as a person would read it in the client."""
+        text = re.sub(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", lambda m: "@" + self.user_name(m.group(1)), mrkdwn)
+        text = re.sub(r"<#([A-Z0-9]+)(?:\|[^>]*)?>", lambda m: "#" + self._channel_name(m.group(1)), text)
+        text = re.sub(r"<!(\w+)(?:\|[^>]*)?>", r"@\1", text)
+        text = re.sub(r"<([^|>]+)\|([^>]+)>", r"\2 (\1)", text)
+        return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+    def say_message(self, who: str, text: str) -> None:
+        lines = text.splitlines() or [""]
+        self.say(f"  {who}: {lines[0]}")
+        for line in lines[1:]:
+            self.say(f"      {line}")
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def prompt(self) -> None:
+        channel = self.standin.channel(self.channel_id)
+        print(f"{self.user_name(self.user_id)} in #{channel['name']}> ", end="", file=self.out, flush=True)
+
+    def ask(self, question: str) -> str:
+        print(question, end="", file=self.out, flush=True)
+        answer = next(self.lines, "").strip()
+        if self.echo:
+            self.say(answer)
+        return answer
+
+    # -------------------------------------------------------------- helpers
+    def user_name(self, user_id: str | None) -> str:
+        user = self.standin.user(user_id) if user_id else None
+        return user["name"] if user else (user_id or "?")
+
+    def _channel_name(self, channel_id: str) -> str:
+        channel = self.standin.channel(channel_id)
+        return channel["name"] if channel else channel_id
+
+    def _user_id(self, name: str) -> str:
+        name = name.lstrip("@").lower()
+        user_id = "U0" + name.upper()
+        if self.standin.user(user_id):
+            return user_id
+        raise SystemExit(f"warroom sandbox: no user {name!r}; try alice, bob, carol or dave")
+
+    def _mark_everything_seen(self) -> None:
+        for channel in self.standin.channels():
+            for message in self.standin.messages(channel["id"]):
+                self.seen.add((channel["id"], message["ts"]))
+
+    def _wait_until_quiet(self, quiet_for: float = 0.4, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        seen, stable_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            count = len(self.standin.calls())
+            if count != seen:
+                seen, stable_since = count, time.monotonic()
+            elif time.monotonic() - stable_since >= quiet_for:
+                return
+            time.sleep(0.05)
+
+
+def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", lines=None, out: TextIO = sys.stdout) -> int:
+    """Start the stand-in and the bot, then hand the terminal to the person."""
+    from waitress import create_server
+
+    from bot.server import make_bolt_app, make_wsgi_app
+
+    log_path = Path(database_path).with_suffix(".log")
+    logging.getLogger().handlers.clear()
+    logging.basicConfig(filename=log_path, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    standin = SlackStandIn().start()
+    signing_secret = secrets.token_hex(16)
+    database_url = f"sqlite:///{Path(database_path).resolve()}"
+    upgrade_to_head(database_url)
+    settings = Settings(
+        slack_bot_token="xoxb-standin", slack_signing_secret=signing_secret,
+        slack_api_url=standin.api_url, database_url=database_url,
+        warroom_announce_channel=ANNOUNCE_CHANNEL,
+    )
+    runtime = Runtime.from_settings(settings)
+    server = create_server(make_wsgi_app(runtime, make_bolt_app(runtime)), host="127.0.0.1", port=0, threads=8)
+    threading.Thread(target=server.run, daemon=True).start()
+    bot_url = f"http://127.0.0.1:{server.effective_port}/slack/events"
+    print(f"Warroom sandbox: bot on {bot_url}, Slack stand-in on {standin.base_url}, "
+          f"database {database_path}, log {log_path}", file=out)
+    terminal = SandboxTerminal(standin, SlackSimulator(standin, bot_url, signing_secret), user, out)
+    try:
+        if lines is None:
+            terminal.run(sys.stdin, echo=not sys.stdin.isatty())
+        else:
+            terminal.run(lines, echo=True)
+    finally:
+        server.close()
+        standin.stop()
+        runtime.engine.dispose()
+    return 0
