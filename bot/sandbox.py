@@ -26,6 +26,7 @@ ANNOUNCE_CHANNEL = "C0INCIDENTS"
 HELP = """\
 Type what you would type in Slack:
   /incident declare sev1 Support bot quoting a refund policy we don't have
+  /incident role ic @bob
   /incident help
 Sandbox commands:
   :as <user>        act as another person (alice, bob, carol, dave)
@@ -73,7 +74,7 @@ class SandboxTerminal:
             if word != "/incident":
                 self.say(f"  (only /incident is installed here, not {word})")
                 return True
-            result = self.simulator.command(self.user_id, self.channel_id, rest)
+            result = self.simulator.command(self.user_id, self.channel_id, self.as_slack_sends(rest))
             if result.status != 200:
                 self.say(f"  (the bot answered HTTP {result.status})")
             elif result.body:
@@ -103,6 +104,19 @@ class SandboxTerminal:
         else:
             self.say("  not understood; :help lists what you can type")
         return True
+
+    def as_slack_sends(self, typed: str) -> str:
+        """What Slack's client sends for typed text (should_escape: true): entities, @-mentions as ids."""
+        text = typed.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+        def mention(match: re.Match) -> str:
+            name = match.group(1).lower()
+            if name in ("channel", "here", "everyone"):
+                return f"<!{name}>"
+            user = self.standin.user("U0" + name.upper())
+            return f"<@{user['id']}|{user['name']}>" if user else match.group(0)
+
+        return re.sub(r"(?<![\w&])@(\w+)", mention, text)
 
     def move_to(self, name: str) -> None:
         channel = self.standin.channel(name.lstrip("#"))

@@ -55,7 +55,7 @@ def test_migrations_have_one_head_and_match_the_models(database):
 def test_sandbox_runs_the_core_loop_offline(tmp_path):
     script = "\n".join([
         "/incident declare sev1 Support bot quoting a refund policy we don't have",
-        "/incident role ic <@U0BOB|bob>",
+        "/incident role ic @bob",
         ":say the bot promised a 90-day refund",
         ":pin 3",
         "/incident decision Roll back prompt template v14 to v13",
