@@ -24,9 +24,9 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from bot import server
     from bot.migrate import pending_migrations
     from bot.runtime import Runtime
-    from bot import server
 
     settings = load_settings()
     settings.require_slack_credentials(socket_mode=args.socket)

@@ -12,7 +12,6 @@ import re
 import secrets
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -48,6 +47,7 @@ class SandboxTerminal:
         self.seen: set[tuple[str, str]] = set()
         self.seen_ephemerals = 0
         self.seen_views: set[str] = set()
+        self.visited_rooms: set[str] = set()
         self._mark_everything_seen()
 
     # ---------------------------------------------------------------- input
@@ -139,15 +139,17 @@ class SandboxTerminal:
     # --------------------------------------------------------------- output
     def show_news(self) -> None:
         """Wait for the bot's after-ack work, then print every new message, reply and form."""
-        self._wait_until_quiet()
+        self.standin.wait_until_quiet(quiet_for=0.4)
         for channel in self.standin.channels():
-            fresh = [m for m in self.standin.messages(channel["id"]) if (channel["id"], m["ts"]) not in self.seen]
-            for message in fresh:
+            pinned = {pin["ts"] for pin in self.standin.pins(channel["id"])}
+            for message in self.standin.messages(channel["id"]):
+                if (channel["id"], message["ts"]) in self.seen:
+                    continue
                 self.seen.add((channel["id"], message["ts"]))
-                where = f"#{channel['name']}" + (" (thread)" if message.get("thread_ts") not in (None, message["ts"]) else "")
-                pinned = " :pushpin: pinned" if any(p.get("ts") == message["ts"] or (p.get("message") or {}).get("ts") == message["ts"]
-                                                   for p in self.standin.pins(channel["id"])) else ""
-                self.say_message(f"{where} {self.user_name(message.get('user'))}{pinned}", self.message_text(message))
+                in_thread = message.get("thread_ts") not in (None, message["ts"])
+                who = f"#{channel['name']}{' (thread)' if in_thread else ''} {self.user_name(message.get('user'))}"
+                self.say_message(who + (" :pushpin: pinned" if message["ts"] in pinned else ""),
+                                 self.message_text(message))
         ephemerals = self.standin.ephemerals()
         for ephemeral in ephemerals[self.seen_ephemerals:]:
             if ephemeral["user"] == self.user_id:
@@ -197,8 +199,8 @@ class SandboxTerminal:
         rooms = [c for c in self.standin.channels()
                  if c["name"].startswith("inc-") and self.user_id in c["members"]]
         newest = max(rooms, key=lambda c: c["created"], default=None)
-        if newest and newest["id"] != self.channel_id and newest["id"] not in getattr(self, "_visited", set()):
-            self._visited = getattr(self, "_visited", set()) | {newest["id"]}
+        if newest and newest["id"] != self.channel_id and newest["id"] not in self.visited_rooms:
+            self.visited_rooms.add(newest["id"])
             self.channel_id = newest["id"]
             self.say(f"  (you were added to #{newest['name']}; now in it)")
 
@@ -254,17 +256,6 @@ class SandboxTerminal:
         for channel in self.standin.channels():
             for message in self.standin.messages(channel["id"]):
                 self.seen.add((channel["id"], message["ts"]))
-
-    def _wait_until_quiet(self, quiet_for: float = 0.4, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        seen, stable_since = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            count = len(self.standin.calls())
-            if count != seen:
-                seen, stable_since = count, time.monotonic()
-            elif time.monotonic() - stable_since >= quiet_for:
-                return
-            time.sleep(0.05)
 
 
 def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", lines=None, out: TextIO = sys.stdout) -> int:

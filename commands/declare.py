@@ -13,14 +13,14 @@ from slack_sdk.models.blocks import (
     StaticSelectElement,
 )
 from slack_sdk.models.views import View
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot import incidents, slack_io
 from bot.errors import UsageError
-from sqlalchemy.exc import SQLAlchemyError
 from bot.incidents import TITLE_MAX_CHARS
 from bot.render import render
 from bot.runtime import Runtime
-from commands.parsing import DEFAULT_SEVERITY, DeclareRequest, parse_declare, parse_title, human_text
+from commands.parsing import DEFAULT_SEVERITY, DeclareRequest, human_text, parse_declare, parse_title
 from commands.router import DATABASE_DOWN, Reply, Router, SlashRequest, run_after_ack
 from commands.war_room import open_war_room
 

@@ -175,17 +175,5 @@ def slack(bot, database, standin):
     database.empty()
     standin.reset()
     yield SlackSimulator(standin, f"{bot.url}/slack/events", SIGNING_SECRET)
-    wait_until_quiet(standin)
+    standin.wait_until_quiet()  # the bot's after-ack work must not leak into the next test
 
-
-def wait_until_quiet(standin, quiet_for: float = 0.3, timeout: float = 10.0) -> None:
-    """Let the bot finish the Slack work a test started, so it cannot leak into the next test."""
-    deadline = time.monotonic() + timeout
-    seen, stable_since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        count = len(standin.calls())
-        if count != seen:
-            seen, stable_since = count, time.monotonic()
-        elif time.monotonic() - stable_since >= quiet_for:
-            return
-        time.sleep(0.05)

@@ -27,6 +27,10 @@ def texts(standin, channel) -> list[str]:
     return [m["text"] for m in standin.messages(channel)]
 
 
+def replies_to(standin, channel, ts) -> list[dict]:
+    return [m for m in standin.messages(channel) if m.get("thread_ts") == ts and m["ts"] != ts]
+
+
 def all_block_text(message) -> str:
     parts = [message.get("text") or ""]
     for block in message.get("blocks") or []:
@@ -59,7 +63,7 @@ def test_declare_opens_pins_and_announces_the_war_room(slack, standin, database)
     room = eventually(lambda: standin.channel(ROOM))
     eventually(lambda: ALICE in standin.channel(ROOM)["members"])
     card = eventually(lambda: standin.pins(ROOM))[0]
-    card_message = standin.message(ROOM, card["ts"]) if "ts" in card else card["message"]
+    card_message = standin.message(ROOM, card["ts"])
     card_text = all_block_text(card_message)
     for expected in ("INC-1", TITLE.replace("'", "'"), "SEV1", "investigating", "Incident commander", "open"):
         assert expected in card_text
@@ -178,7 +182,7 @@ def test_a_pinned_message_joins_the_timeline_once(slack, standin, database):
     occurred = entry[0]["occurred_at"]
     occurred = occurred if isinstance(occurred, datetime) else datetime.fromisoformat(str(occurred))
     assert abs(occurred.replace(tzinfo=timezone.utc).timestamp() - float(ts)) < 0.001
-    confirmation = eventually(lambda: [m for m in standin.messages(channel) if m.get("thread_ts") == ts and m["ts"] != ts])
+    confirmation = eventually(lambda: replies_to(standin, channel, ts))
     assert "Added to the INC-1 timeline" in confirmation[0]["text"]
 
     slack.react(BOB, channel, ts, event_id=first.event_id, retry_num=1)  # Slack's retry
@@ -187,7 +191,7 @@ def test_a_pinned_message_joins_the_timeline_once(slack, standin, database):
     slack.react(ALICE, channel, ts)  # a second person pins it too
     time.sleep(0.5)
     assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'pinned'") == 1
-    assert len([m for m in standin.messages(channel) if m.get("thread_ts") == ts and m["ts"] != ts]) == 1
+    assert len(replies_to(standin, channel, ts)) == 1
 
 
 def test_other_reactions_and_other_channels_are_ignored(slack, standin, database):
@@ -295,3 +299,13 @@ def test_health_check_reports_the_database(bot):
 
     response = requests.get(f"{bot.url}/healthz", timeout=5)
     assert response.status_code == 200 and response.json() == {"ok": True, "database": "up"}
+
+
+def test_the_form_refuses_a_blank_title_and_writes_nothing(slack, standin, database):
+    slack.command(BOB, GENERAL, "declare")
+    view = eventually(lambda: standin.views())[0]
+    refused = slack.submit_view(BOB, view["id"], {"title": "   ", "severity": "1"})
+    assert refused.body["response_action"] == "errors"
+    assert "The title is missing" in refused.body["errors"]["title"]
+    assert count_rows(database)["incident"] == 0
+    assert not standin.view(view["id"])["closed"]  # the person can correct it in place

@@ -620,6 +620,21 @@ class SlackStandIn:
         with self._lock:
             self._faults[method] = _Fault(status, retry_after, times, error)
 
+    def wait_until_quiet(self, quiet_for: float = 0.3, timeout: float = 10.0) -> bool:
+        """Wait until no Web API call has arrived for `quiet_for` seconds (the bot's after-ack work
+        is done); False if calls kept coming until `timeout`."""
+        deadline = time.monotonic() + timeout
+        seen, stable_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                count = len(self._calls)
+            if count != seen:
+                seen, stable_since = count, time.monotonic()
+            elif time.monotonic() - stable_since >= quiet_for:
+                return True
+            time.sleep(0.05)
+        return False
+
     def delay(self, method: str, seconds: float) -> None:
         """Make every call of ``method`` take ``seconds`` longer (0 to undo)."""
         with self._lock:

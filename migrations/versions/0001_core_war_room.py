@@ -4,10 +4,10 @@ Revision ID: dc0a8ad4f3dc
 Revises:
 Create Date: 2026-11-23 18:31:41.299019
 """
-from alembic import op
 import sqlalchemy as sa
-import bot.db  # noqa: F401 - autogenerate refers to bot.db.UTCDateTime
+from alembic import op
 
+import bot.db  # noqa: F401 - autogenerate refers to bot.db.UTCDateTime
 
 revision = 'dc0a8ad4f3dc'
 down_revision = None
