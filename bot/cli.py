@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from bot.playbook import PlaybookError
 from bot.settings import SettingsError, load_settings
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SettingsError as exc:
+    except (SettingsError, PlaybookError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
+from bot import cadence
 from bot.db import utcnow
-from bot.errors import NotAnIncidentChannel, NothingToChange
+from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
 from bot.models import Counter, Incident, ProcessedEvent, RoleAssignment, TimelineEntry
+from bot.playbook import Playbook, format_duration
 
 SEVERITIES = (1, 2, 3, 4)
 STATUSES = ("investigating", "identified", "contained", "monitoring", "resolved")
@@ -64,7 +66,13 @@ class IncidentView(BaseModel):
     channel_id: str | None
     channel_name: str | None
     card_ts: str | None
+    cadence_seconds: int | None
+    next_update_due_at: datetime | None
     roles: dict[str, str]
+
+    @property
+    def cadence(self) -> str:
+        return format_duration(timedelta(seconds=self.cadence_seconds) if self.cadence_seconds else None)
 
     @classmethod
     def of(cls, incident: Incident) -> IncidentView:
@@ -121,7 +129,7 @@ def _add_entry(session: Session, incident: Incident, kind: str, actor_id: str, *
 
 
 def declare_incident(
-    session: Session, *, title: str, severity: int, summary: str, declared_by: str
+    session: Session, *, title: str, severity: int, summary: str, declared_by: str, playbook: Playbook
 ) -> IncidentView:
     """Record a new incident, investigating, with its declaration as the first timeline entry."""
     incident = Incident(
@@ -133,6 +141,7 @@ def declare_incident(
         declared_by=declared_by,
         declared_at=utcnow(),
     )
+    cadence.start_clock(incident, playbook)
     session.add(incident)
     session.flush()
     _add_entry(
@@ -215,27 +224,72 @@ def record_note(session: Session, channel_id: str, text: str, actor_id: str) -> 
     return _add_entry(session, _incident_in_channel(session, channel_id), "note", actor_id, text=text)
 
 
-def change_severity(session: Session, channel_id: str, severity: int, reason: str, actor_id: str) -> Change:
+def change_severity(
+    session: Session, channel_id: str, severity: int, reason: str, actor_id: str, playbook: Playbook
+) -> Change:
     incident = _incident_in_channel(session, channel_id, lock=True)
     if incident.severity == severity:
         raise NothingToChange(f"{incident.reference} is already SEV{severity}.")
     old = f"sev{incident.severity}"
     incident.severity = severity
+    cadence.retime_after_severity(incident, playbook, utcnow())
     entry = _add_entry(
         session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}"
     )
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry)
 
 
-def change_status(session: Session, channel_id: str, status: str, note: str, actor_id: str) -> Change:
+def change_status(
+    session: Session, channel_id: str, status: str, note: str, actor_id: str, playbook: Playbook
+) -> Change:
     incident = _incident_in_channel(session, channel_id, lock=True)
     if incident.status == status:
         raise NothingToChange(f"{incident.reference} is already {status}.")
     old = incident.status
     incident.status = status
     incident.resolved_at = utcnow() if status == "resolved" else None
+    cadence.retime_after_status(incident, playbook, utcnow())
     entry = _add_entry(session, incident, "status", actor_id, text=note, old_value=old, new_value=status)
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=status, entry=entry)
+
+
+def record_update(session: Session, channel_id: str, text: str, actor_id: str, playbook: Playbook) -> Change:
+    """A stakeholder update went out: it joins the timeline and restarts the cadence clock."""
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    cadence.record_update_sent(incident, playbook, utcnow())
+    entry = _add_entry(session, incident, "update", actor_id, text=text)
+    return Change(incident=IncidentView.of(incident), old_value=None, new_value="update", entry=entry)
+
+
+def set_cadence(
+    session: Session, channel_id: str, interval: timedelta | None, actor_id: str, playbook: Playbook
+) -> Change:
+    """Override this incident's update cadence (None turns it off)."""
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    if incident.status == "resolved":
+        raise UsageError(f"{incident.reference} is resolved; it has no update cadence.",
+                         "Reopen it with `/incident status investigating` first.")
+    old = cadence.override_cadence(incident, interval, playbook, utcnow())
+    new = format_duration(interval)
+    entry = _add_entry(session, incident, "cadence", actor_id, old_value=old, new_value=new,
+                       text=f"Updates every {new}" if interval else "Update reminders off")
+    return Change(incident=IncidentView.of(incident), old_value=old, new_value=new, entry=entry)
+
+
+def snooze_updates(
+    session: Session, channel_id: str, duration: timedelta, actor_id: str, playbook: Playbook
+) -> Change:
+    """Push the next update reminder to `duration` from now, once."""
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    if incident.next_update_due_at is None:
+        raise UsageError(f"{incident.reference} has no update due to snooze.",
+                         "Set a cadence first with `/incident cadence 30m`.")
+    old = incident.next_update_due_at
+    cadence.snooze(incident, duration, playbook, utcnow())
+    entry = _add_entry(session, incident, "snooze", actor_id, text=f"Next update reminder in {format_duration(duration)}",
+                       old_value=old.isoformat(timespec="seconds"),
+                       new_value=incident.next_update_due_at.isoformat(timespec="seconds"))
+    return Change(incident=IncidentView.of(incident), old_value=old.isoformat(), new_value=entry.new_value, entry=entry)
 
 
 def claim_event(session: Session, event_id: str) -> bool:

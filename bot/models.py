@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bot.db import UTCDateTime, utcnow
@@ -48,6 +48,13 @@ class Incident(Base):
     channel_id: Mapped[str | None] = mapped_column(String(32), unique=True, nullable=True)
     channel_name: Mapped[str | None] = mapped_column(String(80), nullable=True)
     card_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The update cadence: seconds between stakeholder updates (None: off), whether someone set it
+    # by hand (then a severity change leaves it alone), and when the next update and escalation fall due.
+    cadence_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cadence_overridden: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_update_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="incident", order_by="RoleAssignment.id"
@@ -105,3 +112,30 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Reminder(Base):
+    """One reminder or escalation owed for one due update, claimed and delivered exactly once.
+
+    The unique (incident, kind, due_at) key means any number of tickers can schedule the same
+    reminder; the lease columns let exactly one of them deliver it, and let another take over
+    if that one dies mid-way.
+    """
+
+    __tablename__ = "reminder"
+    __table_args__ = (UniqueConstraint("incident_id", "kind", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # posted | superseded (an update came first) | failed (Slack refused for good)
+    outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    slack_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -74,6 +74,22 @@ def environment() -> Environment:
     return env
 
 
+@lru_cache(maxsize=1)
+def plain_environment() -> Environment:
+    """For text a person will edit before it is posted (a draft in a form): nothing escaped,
+    because it is escaped when it is finally posted, like anything else a person typed."""
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.globals.update(ROLES=ROLES)
+    env.filters.update(utc=utc)
+    return env
+
+
+def render_plain(template_name: str, **context) -> str:
+    """Render a *.txt.j2 template to plain text."""
+    return plain_environment().get_template(template_name).render(**context).strip()
+
+
 def render(template_name: str, **context) -> str:
     """Render a template to one mrkdwn string."""
     return environment().get_template(template_name).render(**context).strip()

@@ -262,7 +262,7 @@ def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", 
     """Start the stand-in and the bot, then hand the terminal to the person."""
     from waitress import create_server
 
-    from bot.server import make_bolt_app, make_wsgi_app
+    from bot.server import make_bolt_app, make_wsgi_app, start_ticker
 
     log_path = Path(database_path).with_suffix(".log")
     logging.getLogger().handlers.clear()
@@ -278,7 +278,9 @@ def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", 
         warroom_announce_channel=ANNOUNCE_CHANNEL,
     )
     runtime = Runtime.from_settings(settings)
-    server = create_server(make_wsgi_app(runtime, make_bolt_app(runtime)), host="127.0.0.1", port=0, threads=8)
+    app = make_bolt_app(runtime)
+    ticker = start_ticker(runtime, app)
+    server = create_server(make_wsgi_app(runtime, app), host="127.0.0.1", port=0, threads=8)
     threading.Thread(target=server.run, daemon=True).start()
     bot_url = f"http://127.0.0.1:{server.effective_port}/slack/events"
     print(f"Warroom sandbox: bot on {bot_url}, Slack stand-in on {standin.base_url}, "
@@ -290,6 +292,7 @@ def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", 
         else:
             terminal.run(lines, echo=True)
     finally:
+        ticker.stop()
         server.close()
         standin.stop()
         runtime.engine.dispose()

@@ -11,6 +11,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from bot import slack_io
 from bot.db import database_is_reachable
 from bot.runtime import Runtime
+from bot.scheduler import Ticker
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,24 @@ def make_wsgi_app(runtime: Runtime, bolt_app: App):
     return wsgi_app
 
 
+def start_ticker(runtime: Runtime, app: App) -> Ticker:
+    """The reminder ticker of this process, delivering through the app's Slack client."""
+    from commands.updates import deliver_reminder
+
+    return Ticker(runtime, deliver_reminder(app.client), runtime.settings.tick).start()
+
+
 def serve_http(runtime: Runtime, host: str, port: int, threads: int = 16) -> None:
     """Serve with waitress, a production WSGI server (Bolt's own server is for development)."""
     from waitress import serve
 
     app = make_bolt_app(runtime)
+    ticker = start_ticker(runtime, app)
     log.info("warroom listening on http://%s:%s%s", host, port, EVENTS_PATH)
-    serve(make_wsgi_app(runtime, app), host=host, port=port, threads=threads, ident="warroom")
+    try:
+        serve(make_wsgi_app(runtime, app), host=host, port=port, threads=threads, ident="warroom")
+    finally:
+        ticker.stop()
 
 
 def serve_socket_mode(runtime: Runtime) -> None:
@@ -66,4 +78,8 @@ def serve_socket_mode(runtime: Runtime) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
     app = make_bolt_app(runtime)
-    SocketModeHandler(app, runtime.settings.slack_app_token.get_secret_value()).start()
+    ticker = start_ticker(runtime, app)
+    try:
+        SocketModeHandler(app, runtime.settings.slack_app_token.get_secret_value()).start()
+    finally:
+        ticker.stop()

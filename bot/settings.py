@@ -26,6 +26,26 @@ class Settings(BaseSettings):
     warroom_port: int = Field(default=3000, ge=1, le=65535)
     # Channel id (C…) where every new real incident is announced; empty means no announcement.
     warroom_announce_channel: str = ""
+    # Channel id where stakeholder updates are posted besides the war room; empty: war room only.
+    warroom_updates_channel: str = ""
+    # The team's policy file; the one shipped at the top of the repository by default.
+    warroom_playbook: str = ""
+    # How often the reminder ticker asks the database what is due (a duration: 5s, 1m).
+    warroom_tick: str = "5s"
+
+    @field_validator("warroom_tick")
+    @classmethod
+    def _tick_is_a_duration(cls, value: str) -> str:
+        from bot.playbook import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @property
+    def tick(self):
+        from bot.playbook import parse_duration
+
+        return parse_duration(self.warroom_tick)
 
     @field_validator("slack_api_url")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -119,3 +120,15 @@ def permalink(client: WebClient, channel_id: str, ts: str) -> str | None:
     except SlackApiError as exc:
         log.warning("no permalink for %s/%s: %s", channel_id, ts, _error_of(exc))
         return None
+
+
+def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str, key: str,
+                             oldest: datetime) -> str | None:
+    """The ts of a message we posted with this metadata key since `oldest`, if there is one."""
+    history = call("looking for an earlier delivery", client.conversations_history, channel=channel_id,
+                   oldest=f"{oldest.timestamp():.6f}", include_all_metadata=True, limit=200)
+    for message in history.get("messages", []):
+        metadata = message.get("metadata") or {}
+        if metadata.get("event_type") == event_type and (metadata.get("event_payload") or {}).get("key") == key:
+            return message["ts"]
+    return None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.runtime import Runtime
-from commands import declare, help, log, pins, roles, state
+from commands import declare, help, log, pins, roles, state, updates
 from commands.router import Router
 
-FAMILIES = (declare, roles, log, state, help, pins)
+FAMILIES = (declare, roles, log, state, updates, help, pins)
 
 
 def register(app: App, runtime: Runtime) -> Router:

@@ -100,7 +100,7 @@ def _declare(runtime: Runtime, request: DeclareRequest, user_id: str) -> Reply:
     with runtime.transaction() as session:
         incident = incidents.declare_incident(
             session, title=request.title, severity=request.severity,
-            summary=request.summary, declared_by=user_id,
+            summary=request.summary, declared_by=user_id, playbook=runtime.playbook,
         )
     channel_name = incidents.channel_name_for(incident.number, incident.title)
     return Reply(

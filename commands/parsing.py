@@ -8,11 +8,13 @@ it again on the way out.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from pydantic import BaseModel
 
 from bot.errors import UsageError
 from bot.incidents import ROLES, SEVERITIES, STATUSES, TITLE_MAX_CHARS
+from bot.playbook import parse_duration
 from bot.render import escape_mrkdwn
 
 DEFAULT_SEVERITY = 3
@@ -28,6 +30,9 @@ USAGE = {
     "sev": "`/incident sev <1-4> [reason]`",
     "status": "`/incident status <investigating|identified|contained|monitoring|resolved> [note]`",
     "timeline": "`/incident timeline`",
+    "update": "`/incident update <what happened, impact, status, next steps, asks>`, or `/incident update` alone for a drafted form",
+    "cadence": "`/incident cadence <30s|15m|1h|off>`",
+    "snooze": "`/incident snooze <15m>`",
     "help": "`/incident help`",
 }
 
@@ -54,6 +59,10 @@ class TextRequest(BaseModel):
 class SeverityRequest(BaseModel):
     severity: int
     reason: str = ""
+
+
+class DurationRequest(BaseModel):
+    duration: timedelta | None  # None: off
 
 
 class StatusRequest(BaseModel):
@@ -83,7 +92,7 @@ def human_text(raw: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
 
 
-def _checked_text(subcommand: str, raw: str, what: str, *, required: bool) -> str:
+def checked_text(subcommand: str, raw: str, what: str, *, required: bool) -> str:
     text = human_text(raw)
     if required and not text:
         raise usage_error(subcommand, f"The {what} is missing.")
@@ -104,7 +113,7 @@ def parse_severity(subcommand: str, word: str) -> int:
 
 
 def parse_title(subcommand: str, raw: str) -> str:
-    title = " ".join(_checked_text(subcommand, raw, "title", required=True).split())
+    title = " ".join(checked_text(subcommand, raw, "title", required=True).split())
     if len(title) > TITLE_MAX_CHARS:
         raise usage_error(
             subcommand, f"The title is {len(title)} characters; keep it to {TITLE_MAX_CHARS} or fewer."
@@ -137,7 +146,7 @@ def parse_role(args: str) -> RoleRequest:
 
 def parse_entry(subcommand: str, args: str) -> TextRequest:
     what = "decision" if subcommand == "decision" else "note"
-    return TextRequest(text=_checked_text(subcommand, args, what, required=True))
+    return TextRequest(text=checked_text(subcommand, args, what, required=True))
 
 
 def parse_sev(args: str) -> SeverityRequest:
@@ -145,7 +154,7 @@ def parse_sev(args: str) -> SeverityRequest:
     if not first:
         raise usage_error("sev", "Give the new severity.")
     return SeverityRequest(
-        severity=parse_severity("sev", first), reason=_checked_text("sev", rest, "reason", required=False)
+        severity=parse_severity("sev", first), reason=checked_text("sev", rest, "reason", required=False)
     )
 
 
@@ -155,9 +164,21 @@ def parse_status(args: str) -> StatusRequest:
     if status not in STATUSES:
         shown = f"`{human_text(first)}` is not a status" if first else "Give the new status"
         raise usage_error("status", f"{shown}: use one of {', '.join(STATUSES)}.")
-    return StatusRequest(status=status, note=_checked_text("status", rest, "note", required=False))
+    return StatusRequest(status=status, note=checked_text("status", rest, "note", required=False))
 
 
 def parse_no_arguments(subcommand: str, args: str) -> None:
     if args:
         raise usage_error(subcommand, f"`{subcommand}` takes no arguments.")
+
+
+def parse_duration_argument(subcommand: str, args: str, *, allow_off: bool) -> DurationRequest:
+    text = args.strip().lower()
+    if allow_off and text == "off":
+        return DurationRequest(duration=None)
+    try:
+        return DurationRequest(duration=parse_duration(text))
+    except ValueError:
+        shown = f"`{human_text(args)}` is not a duration" if text else "Give a duration"
+        raise usage_error(subcommand, f"{shown}: write it like 30s, 15m, 1h or 1h30m"
+                          + (", or off." if allow_off else ".")) from None

@@ -28,14 +28,14 @@ def register(router: Router, app: App) -> None:
         wanted = parse_sev(request.args)
         with runtime.transaction() as session:
             change = incidents.change_severity(session, request.channel_id, wanted.severity,
-                                               wanted.reason, request.user_id)
+                                               wanted.reason, request.user_id, runtime.playbook)
         return _announce(runtime, request, change)
 
     def status(request: SlashRequest) -> Reply:
         wanted = parse_status(request.args)
         with runtime.transaction() as session:
             change = incidents.change_status(session, request.channel_id, wanted.status,
-                                             wanted.note, request.user_id)
+                                             wanted.note, request.user_id, runtime.playbook)
         return _announce(runtime, request, change)
 
     router.add("sev", sev)

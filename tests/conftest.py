@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import requests
@@ -99,14 +101,23 @@ def _create_database(backend: str, tmp_dir: Path):
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", drop
 
 
+@contextmanager
+def fresh_database(backend: str, tmp_dir: Path) -> Iterator[Database]:
+    """A new, migrated database on `backend`, dropped afterwards."""
+    url, drop = _create_database(backend, tmp_dir)
+    upgrade_to_head(url)
+    db = Database(backend, url)
+    try:
+        yield db
+    finally:
+        db.engine.dispose()
+        drop()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def database(request, tmp_path_factory):
-    url, drop = _create_database(request.param, tmp_path_factory.mktemp(request.param))
-    upgrade_to_head(url)
-    db = Database(request.param, url)
-    yield db
-    db.engine.dispose()
-    drop()
+    with fresh_database(request.param, tmp_path_factory.mktemp(request.param)) as db:
+        yield db
 
 
 def bot_environment(database_url: str, standin, **extra) -> dict:
@@ -157,12 +168,16 @@ class BotProcess:
         self._log.close()
 
 
+def start_bot(database: Database, standin, log_dir: Path, name: str = "bot", **env) -> BotProcess:
+    process = BotProcess(bot_environment(database.url, standin, **env), free_port(),
+                         log_dir / f"{name}-{database.backend}.log")
+    process.wait_healthy()
+    return process
+
+
 @pytest.fixture(scope="session")
 def bot(database, standin, tmp_path_factory):
-    port = free_port()
-    process = BotProcess(bot_environment(database.url, standin), port,
-                         tmp_path_factory.mktemp("logs") / f"bot-{database.backend}.log")
-    process.wait_healthy()
+    process = start_bot(database, standin, tmp_path_factory.mktemp("logs"))
     yield process
     process.stop()
 

@@ -9,6 +9,9 @@ import pytest
 
 from bot import incidents
 from bot.errors import NotAnIncidentChannel, NothingToChange
+from bot.playbook import Playbook
+
+PLAYBOOK = Playbook()
 
 
 @pytest.fixture
@@ -19,7 +22,8 @@ def db(database):
 
 def declare(db, title="Support bot quoting a refund policy we don't have", severity=1, channel="C0ROOM1"):
     with db.sessions.begin() as session:
-        incident = incidents.declare_incident(session, title=title, severity=severity, summary="", declared_by="U0ALICE")
+        incident = incidents.declare_incident(session, title=title, severity=severity, summary="", declared_by="U0ALICE",
+                                              playbook=PLAYBOOK)
         return incidents.attach_war_room(session, incident.id, channel, f"inc-{incident.number}")
 
 
@@ -36,7 +40,8 @@ def test_channel_names_are_what_slack_accepts():
 def test_incident_numbers_are_unique_and_gap_free_under_concurrency(db):
     def declare_one(i):
         with db.sessions.begin() as session:
-            return incidents.declare_incident(session, title=f"t{i}", severity=3, summary="", declared_by="U0BOB").number
+            return incidents.declare_incident(session, title=f"t{i}", severity=3, summary="", declared_by="U0BOB",
+                                              playbook=PLAYBOOK).number
 
     with ThreadPoolExecutor(8) as pool:
         numbers = sorted(pool.map(declare_one, range(40)))
@@ -69,12 +74,12 @@ def test_role_handover_keeps_history(db):
 def test_severity_and_status_record_old_and_new(db):
     incident = declare(db, severity=2)
     with db.sessions.begin() as session:
-        sev = incidents.change_severity(session, "C0ROOM1", 1, "refunds promised to 300 users", "U0BOB")
-        status = incidents.change_status(session, "C0ROOM1", "resolved", "", "U0BOB")
+        sev = incidents.change_severity(session, "C0ROOM1", 1, "refunds promised to 300 users", "U0BOB", PLAYBOOK)
+        status = incidents.change_status(session, "C0ROOM1", "resolved", "", "U0BOB", PLAYBOOK)
     assert (sev.old_value, sev.new_value) == ("sev2", "sev1")
     assert (status.old_value, status.new_value) == ("investigating", "resolved")
     with db.sessions.begin() as session, pytest.raises(NothingToChange):
-        incidents.change_severity(session, "C0ROOM1", 1, "", "U0BOB")
+        incidents.change_severity(session, "C0ROOM1", 1, "", "U0BOB", PLAYBOOK)
     assert db.scalar("SELECT resolved_at FROM incident WHERE id = :id", id=incident.id) is not None
 
 

@@ -220,6 +220,19 @@ def test_history_is_newest_first_and_windowed(client):
     assert [m["text"] for m in rest["messages"]] == ["update 0"]
 
 
+def test_history_window_bounds_and_bad_timestamps(client):
+    stamps = [client.chat_postMessage(channel="C0GENERAL", text=f"event {n}")["ts"] for n in range(3)]
+    inclusive = client.conversations_history(channel="C0GENERAL", oldest=stamps[0], latest=stamps[2],
+                                             inclusive=True)
+    assert [m["ts"] for m in inclusive["messages"]] == stamps[::-1] and inclusive["has_more"] is False
+    newest = client.conversations_history(channel="C0GENERAL", oldest=stamps[0], limit=1)
+    assert [m["ts"] for m in newest["messages"]] == [stamps[2]] and newest["has_more"] is True
+    assert error_code(lambda: client.conversations_history(channel="C0GENERAL", latest="NaN")) \
+        == "invalid_ts_latest"
+    assert error_code(lambda: client.conversations_history(channel="C0GENERAL", oldest="soon")) \
+        == "invalid_ts_oldest"
+
+
 def test_threads_and_replies(client, standin):
     parent = client.chat_postMessage(channel="C0INCIDENTS", text="timeline")["ts"]
     SlackSimulator(standin, "http://127.0.0.1:9/unused", SIGNING_SECRET).post_message(
@@ -269,6 +282,105 @@ def test_permalink_and_users(client):
     assert permalink.endswith(f"/archives/C0INCIDENTS/p{ts.replace('.', '')}")
     assert client.users_info(user="U0CAROL")["user"]["tz"] == "Asia/Tokyo"
     assert error_code(lambda: client.users_info(user="U0GHOST")) == "user_not_found"
+
+
+# ------------------------------------------------------- direct messages
+def test_posting_to_a_user_id_lands_in_the_bots_dm(client, standin):
+    posted = client.chat_postMessage(channel="U0ALICE", text="You are incident lead")
+    dm_id = posted["channel"]
+    assert dm_id.startswith("D") and posted["message"]["text"] == "You are incident lead"
+    client.chat_postMessage(channel="U0ALICE", text="Second note")
+    client.chat_postMessage(channel=dm_id, text="By channel id")
+    assert [m["text"] for m in standin.dm_messages("U0ALICE")] == ["You are incident lead", "Second note",
+                                                                   "By channel id"]
+    assert standin.messages(dm_id) == standin.dm_messages("U0ALICE")
+    assert standin.dm_messages("U0BOB") == []
+    assert [(im["id"], im["user"], im["members"], im["is_im"]) for im in standin.ims()] \
+        == [(dm_id, "U0ALICE", [BOT_USER_ID, "U0ALICE"], True)]
+    assert {c["id"] for c in standin.channels()} == {"C0INCIDENTS", "C0GENERAL"}  # rooms only
+    history = client.conversations_history(channel=dm_id)["messages"]
+    assert [m["text"] for m in history] == ["By channel id", "Second note", "You are incident lead"]
+    info = client.conversations_info(channel=dm_id)["channel"]
+    assert (info["is_im"], info["user"], "name" in info) == (True, "U0ALICE", False)
+    assert error_code(lambda: client.conversations_setTopic(channel=dm_id, topic="x")) \
+        == "method_not_supported_for_channel_type"
+    assert error_code(lambda: client.conversations_invite(channel=dm_id, users="U0BOB")) \
+        == "method_not_supported_for_channel_type"
+
+
+def test_conversations_open_is_idempotent(client, standin):
+    first = client.conversations_open(users="U0BOB")
+    assert set(first.data) == {"ok", "channel"} and first["channel"]["id"].startswith("D")
+    again = client.conversations_open(users="U0BOB")
+    assert again.data == {"ok": True, "no_op": True, "already_open": True, "channel": first["channel"]}
+    full = client.conversations_open(users="U0BOB", return_im=True)["channel"]
+    assert (full["id"], full["is_im"], full["user"]) == (first["channel"]["id"], True, "U0BOB")
+    resumed = client.conversations_open(channel=first["channel"]["id"])
+    assert resumed["channel"]["id"] == first["channel"]["id"]
+    assert client.chat_postMessage(channel="U0BOB", text="hi")["channel"] == first["channel"]["id"]
+    assert [im["user"] for im in standin.ims()] == ["U0BOB"]
+    assert error_code(lambda: client.conversations_open(channel="C0GENERAL")) \
+        == "method_not_supported_for_channel_type"
+    assert error_code(lambda: client.api_call("conversations.open")) == "users_list_not_supplied"
+    # The id is the same after a reset: stable per user.
+    standin.reset()
+    assert client.conversations_open(users="U0BOB")["channel"]["id"] == first["channel"]["id"]
+
+
+def test_unknown_user_has_no_dm(client, standin):
+    assert error_code(lambda: client.chat_postMessage(channel="U0NOBODY", text="hi")) == "channel_not_found"
+    assert error_code(lambda: client.chat_postMessage(channel="W0NOBODY", text="hi")) == "channel_not_found"
+    assert error_code(lambda: client.conversations_open(users="U0NOBODY")) == "user_not_found"
+    # Only chat.postMessage reads a user id as "the DM with them"; history wants the D id.
+    assert error_code(lambda: client.conversations_history(channel="U0ALICE")) == "channel_not_found"
+    assert standin.ims() == []
+
+
+# ------------------------------------------------------------------ metadata
+INCIDENT_METADATA = {"event_type": "incident_declared", "event_payload": {"id": "inc-42", "severity": 1}}
+
+
+def test_metadata_is_stored_and_returned_only_on_request(client, standin):
+    ts = client.chat_postMessage(channel="C0INCIDENTS", text="Declared", metadata=INCIDENT_METADATA)["ts"]
+    assert standin.message("C0INCIDENTS", ts)["metadata"] == INCIDENT_METADATA
+    assert "metadata" not in client.conversations_history(channel="C0INCIDENTS")["messages"][0]
+    with_metadata = client.conversations_history(channel="C0INCIDENTS", include_all_metadata=True)
+    assert with_metadata["messages"][0]["metadata"] == INCIDENT_METADATA
+    replies = client.conversations_replies(channel="C0INCIDENTS", ts=ts, include_all_metadata=True)
+    assert replies["messages"][0]["metadata"] == INCIDENT_METADATA
+    # Form encoding carries it as a JSON string.
+    form = requests.post(standin.api_url + "chat.postMessage", headers={"Authorization": "Bearer xoxb-standin"},
+                         data={"channel": "U0DAVE", "text": "dm", "metadata": json.dumps(INCIDENT_METADATA)}).json()
+    assert form["ok"] and standin.dm_messages("U0DAVE")[0]["metadata"] == INCIDENT_METADATA
+
+
+def test_chat_update_keeps_replaces_or_clears_metadata(client, standin):
+    ts = client.chat_postMessage(channel="C0INCIDENTS", text="v1", metadata=INCIDENT_METADATA)["ts"]
+    client.chat_update(channel="C0INCIDENTS", ts=ts, text="v2")
+    assert standin.message("C0INCIDENTS", ts)["metadata"] == INCIDENT_METADATA
+    resolved = {"event_type": "incident_resolved", "event_payload": {"id": "inc-42"}}
+    client.chat_update(channel="C0INCIDENTS", ts=ts, text="v3", metadata=resolved)
+    assert standin.message("C0INCIDENTS", ts)["metadata"] == resolved
+    client.chat_update(channel="C0INCIDENTS", ts=ts, text="v4", metadata={})
+    assert "metadata" not in standin.message("C0INCIDENTS", ts)
+
+
+@pytest.mark.parametrize("metadata", [
+    "{not json",
+    [INCIDENT_METADATA],
+    {"event_payload": {"id": "inc-42"}},
+    {"event_type": 7, "event_payload": {}},
+    {"event_type": " ", "event_payload": {}},
+    {"event_type": "incident_declared"},
+    {"event_type": "incident_declared", "event_payload": "inc-42"},
+])
+def test_malformed_metadata_is_refused(client, standin, metadata):
+    assert error_code(lambda: client.chat_postMessage(channel="C0INCIDENTS", text="x", metadata=metadata)) \
+        == "invalid_metadata_format"
+    ts = client.chat_postMessage(channel="C0INCIDENTS", text="ok")["ts"]
+    assert error_code(lambda: client.chat_update(channel="C0INCIDENTS", ts=ts, text="y", metadata=metadata)) \
+        == "invalid_metadata_format"
+    assert [m["text"] for m in standin.messages("C0INCIDENTS")] == ["ok"]  # nothing stored or changed
 
 
 # ------------------------------------------------------------------ mentions
@@ -438,6 +550,13 @@ def test_command_arrives_signed_and_shaped(simulator, receiver, client, standin)
     assert form["response_url"] == standin.response_url(result.response_url_token)
     # The trigger really is usable for a modal, as the bot will do.
     assert client.views_open(trigger_id=form["trigger_id"], view=MODAL)["view"]["id"]
+
+
+def test_a_command_from_a_dm_names_it_as_slack_does(simulator, receiver, client):
+    dm_id = client.conversations_open(users="U0CAROL")["channel"]["id"]
+    simulator.command("U0CAROL", dm_id, "help")
+    form = {k: v[0] for k, v in parse_qs(receiver.last["body"]).items()}
+    assert (form["channel_id"], form["channel_name"]) == (dm_id, "directmessage")
 
 
 def test_reaction_event_arrives_signed_and_replayable(simulator, receiver, client, standin):

@@ -102,6 +102,8 @@ MISSING_ARG_ERROR_BY_METHOD = {
 MISSING_ARG_ERROR = {"channel": "channel_not_found", "user": "user_not_found"}
 
 CHANNEL_NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
+# User ids (W… on Enterprise Grid); chat.postMessage takes one as "the bot's DM with them".
+USER_ID_PATTERN = re.compile(r"^[UW][A-Z0-9]+$")
 REACTION_NAME_PATTERN = re.compile(r"^[a-z0-9_+'-]+(::skin-tone-[2-6])?$")
 # Fields the stand-in keeps on a message for tests; Slack never returns them.
 STANDIN_ONLY_MESSAGE_FIELDS = ("channel", "mentions")
@@ -182,9 +184,35 @@ def _json_arg(args: dict, name: str, malformed_error: str) -> Any:
 def _ts_value(ts: Any) -> Decimal | None:
     """Slack timestamps compare as decimals; floats would lose the microseconds."""
     try:
-        return Decimal(str(ts))
+        value = Decimal(str(ts))
     except (InvalidOperation, ValueError):
         return None
+    # "NaN" parses but cannot be ordered (comparing it raises), "inf" is no time.
+    return value if value.is_finite() else None
+
+
+def _metadata_arg(args: dict) -> dict | None:
+    """``metadata`` of chat.postMessage/chat.update: None if absent, {} if emptied.
+
+    Slack takes it as a JSON string (forms) or an object (JSON bodies) and
+    refuses anything but an object with a string event_type and an object
+    event_payload (https://api.slack.com/metadata).  chat.update treats an
+    empty object as "remove the metadata".
+    """
+    metadata = _json_arg(args, "metadata", "invalid_metadata_format")
+    if metadata is None or metadata == {}:
+        return metadata
+    if not isinstance(metadata, dict):
+        raise SlackRefusal("invalid_metadata_format")
+    event_type, event_payload = metadata.get("event_type"), metadata.get("event_payload")
+    if not isinstance(event_type, str) or not event_type.strip() or not isinstance(event_payload, dict):
+        raise SlackRefusal("invalid_metadata_format")
+    return metadata
+
+
+def _im_id(user_id: str) -> str:
+    """The id of the bot's IM with a person: stable, so tests can name it."""
+    return f"D{user_id}"
 
 
 def _encode_cursor(offset: int) -> str:
@@ -337,17 +365,31 @@ class SlackStandIn:
 
     def _add_channel(self, channel_id: str, name: str, members: list[str], creator: str,
                      is_private: bool = False) -> dict:
-        now = int(time.time())
-        channel = {
-            "id": channel_id, "name": name, "is_private": is_private, "creator": creator,
-            "created": now, "is_archived": False, "members": list(dict.fromkeys(members)),
+        return self._add_conversation({
+            "id": channel_id, "name": name, "is_im": False, "is_private": is_private, "creator": creator,
+            "created": int(time.time()), "is_archived": False, "members": list(dict.fromkeys(members)),
             "topic": {"value": "", "creator": "", "last_set": 0},
             "purpose": {"value": "", "creator": "", "last_set": 0},
-        }
-        self._channels[channel_id] = channel
-        self._messages[channel_id] = []
-        self._pins[channel_id] = []
-        return channel
+        })
+
+    def _open_im(self, user_id: str) -> dict:
+        """The bot's IM with a person, created on first use as Slack does."""
+        im = self._channels.get(_im_id(user_id))
+        if im is None:
+            # Only its two members can see it, and it has no name, as in Slack.
+            im = self._add_conversation({
+                "id": _im_id(user_id), "is_im": True, "user": user_id, "is_private": True,
+                "created": int(time.time()), "is_archived": False,
+                "members": list(dict.fromkeys([BOT_USER_ID, user_id])),
+            })
+        return im
+
+    def _add_conversation(self, conversation: dict) -> dict:
+        # IMs live beside channels so history, pins, reactions and updates find them alike.
+        self._channels[conversation["id"]] = conversation
+        self._messages[conversation["id"]] = []
+        self._pins[conversation["id"]] = []
+        return conversation
 
     def _channel_by_ref(self, ref: str) -> dict | None:
         """Look a channel up by id, or by name with or without the leading #."""
@@ -355,7 +397,7 @@ class SlackStandIn:
         if ref in self._channels:
             return self._channels[ref]
         name = ref.removeprefix("#")
-        return next((c for c in self._channels.values() if c["name"] == name), None)
+        return next((c for c in self._channels.values() if c.get("name") == name), None)
 
     def _visible_channel(self, ref: str, allow_name: bool = False) -> dict:
         """The channel as the bot may see it; private ones it isn't in don't exist for it."""
@@ -368,6 +410,20 @@ class SlackStandIn:
     def _require_bot_member(channel: dict) -> None:
         if BOT_USER_ID not in channel["members"]:
             raise SlackRefusal("not_in_channel")
+
+    @staticmethod
+    def _refuse_im(channel: dict) -> None:
+        """Membership, topic and purpose belong to channels; Slack refuses them on a DM."""
+        if channel["is_im"]:
+            raise SlackRefusal("method_not_supported_for_channel_type")
+
+    def _post_target(self, ref: str) -> dict:
+        """chat.postMessage's channel: a conversation, or a person meaning the bot's DM with them."""
+        if USER_ID_PATTERN.match(ref):
+            if ref not in self._users:
+                raise SlackRefusal("channel_not_found")
+            return self._open_im(ref)
+        return self._visible_channel(ref, allow_name=True)
 
     def _find_message(self, channel_id: str, ts: str) -> dict | None:
         return next((m for m in self._messages.get(channel_id, []) if m["ts"] == ts), None)
@@ -382,11 +438,28 @@ class SlackStandIn:
 
     # ------------------------------------------------------- public shapes
     @staticmethod
-    def _public_message(message: dict) -> dict:
-        return {k: copy.deepcopy(v) for k, v in message.items() if k not in STANDIN_ONLY_MESSAGE_FIELDS}
+    def _public_message(message: dict, include_metadata: bool = False) -> dict:
+        # Slack returns metadata only to reads that ask for it (include_all_metadata).
+        hidden = STANDIN_ONLY_MESSAGE_FIELDS if include_metadata else STANDIN_ONLY_MESSAGE_FIELDS + ("metadata",)
+        return {k: copy.deepcopy(v) for k, v in message.items() if k not in hidden}
 
     def _public_channel(self, channel: dict, include_num_members: bool = False) -> dict:
-        public = {
+        public = self._public_im(channel) if channel["is_im"] else self._public_room(channel)
+        if include_num_members:
+            public["num_members"] = len(channel["members"])
+        return public
+
+    def _public_im(self, im: dict) -> dict:
+        """An IM as conversations.info and conversations.open (return_im) show it: no name, a user."""
+        return {
+            "id": im["id"], "created": im["created"], "is_archived": im["is_archived"], "is_im": True,
+            "is_org_shared": False, "context_team_id": TEAM_ID, "user": im["user"],
+            "is_user_deleted": self._users[im["user"]]["deleted"], "priority": 0,
+        }
+
+    @staticmethod
+    def _public_room(channel: dict) -> dict:
+        return {
             "id": channel["id"], "name": channel["name"], "name_normalized": channel["name"],
             "is_channel": True, "is_group": False, "is_im": False, "is_mpim": False,
             "is_private": channel["is_private"], "is_archived": channel["is_archived"],
@@ -395,9 +468,6 @@ class SlackStandIn:
             "is_member": BOT_USER_ID in channel["members"],
             "topic": dict(channel["topic"]), "purpose": dict(channel["purpose"]),
         }
-        if include_num_members:
-            public["num_members"] = len(channel["members"])
-        return public
 
     # ------------------------------------------------------------ messages
     def _content(self, args: dict) -> _Content:
@@ -646,10 +716,14 @@ class SlackStandIn:
             return copy.deepcopy([c for c in self._calls if method is None or c["method"] == method])
 
     def messages(self, channel: str) -> list[dict]:
-        """Messages of a channel (id or name), oldest first, thread replies included."""
+        """Messages of a channel or IM (id or name), oldest first, thread replies and metadata included."""
         with self._lock:
             found = self._channel_by_ref(channel)
             return copy.deepcopy(self._messages[found["id"]]) if found else []
+
+    def dm_messages(self, user_id: str) -> list[dict]:
+        """Messages of the bot's IM with ``user_id``, oldest first ([] if it was never opened)."""
+        return self.messages(_im_id(user_id))
 
     def message(self, channel: str, ts: str) -> dict | None:
         with self._lock:
@@ -672,8 +746,14 @@ class SlackStandIn:
             return copy.deepcopy(self._channel_by_ref(name_or_id))
 
     def channels(self) -> list[dict]:
+        """Channels only; the bot's DMs are in ``ims()``."""
         with self._lock:
-            return copy.deepcopy(list(self._channels.values()))
+            return copy.deepcopy([c for c in self._channels.values() if not c["is_im"]])
+
+    def ims(self) -> list[dict]:
+        """The bot's IMs with people, each with ``user`` and ``members`` [bot, user]."""
+        with self._lock:
+            return copy.deepcopy([c for c in self._channels.values() if c["is_im"]])
 
     def pins(self, channel: str) -> list[dict]:
         with self._lock:
@@ -722,7 +802,7 @@ class SlackStandIn:
         """Everything, JSON-ready; served at ``GET /_standin/state``."""
         with self._lock:
             return copy.deepcopy({
-                "users": list(self._users.values()), "channels": list(self._channels.values()),
+                "users": list(self._users.values()), "channels": self.channels(), "ims": self.ims(),
                 "messages": self._messages, "pins": self._pins, "ephemerals": self._ephemerals,
                 "views": list(self._views.values()), "responses": self._responses, "calls": self._calls,
             })
@@ -848,12 +928,15 @@ class SlackStandIn:
 
     @_implements("chat.postMessage")
     def _chat_post_message(self, args: dict) -> dict:
-        channel = self._visible_channel(_text_arg(args, "channel"), allow_name=True)
+        channel = self._post_target(_text_arg(args, "channel"))
         self._require_bot_member(channel)
         content = self._content(args)
+        metadata = _metadata_arg(args)
         message = self._store_message(channel, content, BOT_USER_ID, _text_arg(args, "thread_ts") or None,
                                       link_names=_flag_arg(args, "link_names"),
                                       reply_broadcast=_flag_arg(args, "reply_broadcast"))
+        if metadata:
+            message["metadata"] = metadata
         return {"channel": channel["id"], "ts": message["ts"], "message": self._public_message(message)}
 
     @_implements("chat.postEphemeral")
@@ -873,7 +956,13 @@ class SlackStandIn:
         message = self._message_or_refuse(channel["id"], _text_arg(args, "ts"))
         if message.get("bot_id") != BOT_ID:
             raise SlackRefusal("cant_update_message")
-        self._replace_content(message, self._content(args))
+        content, metadata = self._content(args), _metadata_arg(args)
+        self._replace_content(message, content)
+        # Left out, the metadata stays; an empty object removes it.
+        if metadata:
+            message["metadata"] = metadata
+        elif metadata == {}:
+            message.pop("metadata", None)
         return {"channel": channel["id"], "ts": message["ts"], "text": message["text"],
                 "message": self._public_message(message)}
 
@@ -900,6 +989,7 @@ class SlackStandIn:
     @_implements("conversations.invite")
     def _conversations_invite(self, args: dict) -> dict:
         channel = self._visible_channel(_text_arg(args, "channel"))
+        self._refuse_im(channel)
         self._require_bot_member(channel)
         user_ids = [u.strip() for u in _text_arg(args, "users").split(",") if u.strip()]
         if not user_ids:
@@ -920,6 +1010,7 @@ class SlackStandIn:
     @_implements("conversations.join")
     def _conversations_join(self, args: dict) -> dict:
         channel = self._visible_channel(_text_arg(args, "channel"))
+        self._refuse_im(channel)
         if channel["is_private"]:
             raise SlackRefusal("method_not_supported_for_channel_type")
         result: dict[str, Any] = {}
@@ -933,6 +1024,7 @@ class SlackStandIn:
     def _set_channel_text(self, args: dict, field: str) -> dict:
         """conversations.setTopic and setPurpose differ only in the field they set."""
         channel = self._visible_channel(_text_arg(args, "channel"))
+        self._refuse_im(channel)
         self._require_bot_member(channel)
         value = args.get(field) or ""
         if len(value) > MAX_TOPIC_CHARS:
@@ -959,6 +1051,32 @@ class SlackStandIn:
         page, next_cursor = _paginate(channel["members"], args)
         return {"members": list(page), "response_metadata": {"next_cursor": next_cursor}}
 
+    @_implements("conversations.open")
+    def _conversations_open(self, args: dict) -> dict:
+        """Open (once) or resume the bot's DM with one person."""
+        if channel_id := _text_arg(args, "channel"):
+            im = self._visible_channel(channel_id)
+            if not im["is_im"]:
+                raise SlackRefusal("method_not_supported_for_channel_type")
+            already_open = True
+        else:
+            user_ids = list(dict.fromkeys(u.strip() for u in _text_arg(args, "users").split(",") if u.strip()))
+            if not user_ids:
+                raise SlackRefusal("users_list_not_supplied")
+            if any(user_id not in self._users for user_id in user_ids):
+                raise SlackRefusal("user_not_found")
+            if len(user_ids) > 1:
+                raise SlackRefusal("not_implemented_in_standin", method="conversations.open",
+                                   detail="multi-person DMs (mpim)")
+            already_open = _im_id(user_ids[0]) in self._channels
+            im = self._open_im(user_ids[0])
+        # Slack answers with just the id unless asked for the whole IM.
+        result: dict[str, Any] = {"channel": self._public_channel(im) if _flag_arg(args, "return_im")
+                                  else {"id": im["id"]}}
+        if already_open:
+            result.update(no_op=True, already_open=True)
+        return result
+
     def _time_window(self, args: dict, messages: list[dict]) -> list[dict]:
         """Apply latest/oldest/inclusive as Slack documents them for history and replies."""
         latest = _ts_value(args.get("latest") or "9999999999.999999")
@@ -975,6 +1093,11 @@ class SlackStandIn:
 
         return [m for m in messages if within(m)]
 
+    def _public_messages(self, messages: list[dict], args: dict) -> list[dict]:
+        """A page of history or replies; metadata only with include_all_metadata, as in Slack."""
+        include_metadata = _flag_arg(args, "include_all_metadata")
+        return [self._public_message(m, include_metadata) for m in messages]
+
     @_implements("conversations.history")
     def _conversations_history(self, args: dict) -> dict:
         channel = self._visible_channel(_text_arg(args, "channel"))
@@ -984,7 +1107,7 @@ class SlackStandIn:
                      if m.get("thread_ts", m["ts"]) == m["ts"] or m.get("subtype") == "thread_broadcast"]
         newest_first = list(reversed(self._time_window(args, top_level)))
         page, next_cursor = _paginate(newest_first, args)
-        return {"messages": [self._public_message(m) for m in page], "has_more": bool(next_cursor),
+        return {"messages": self._public_messages(page, args), "has_more": bool(next_cursor),
                 "pin_count": len(self._pins[channel["id"]]),
                 "response_metadata": {"next_cursor": next_cursor}}
 
@@ -999,7 +1122,7 @@ class SlackStandIn:
         thread = [parent] + [m for m in self._messages[channel["id"]]
                              if m.get("thread_ts") == ts and m["ts"] != ts]
         page, next_cursor = _paginate([thread[0]] + self._time_window(args, thread[1:]), args)
-        return {"messages": [self._public_message(m) for m in page], "has_more": bool(next_cursor),
+        return {"messages": self._public_messages(page, args), "has_more": bool(next_cursor),
                 "response_metadata": {"next_cursor": next_cursor}}
 
     @_implements("pins.add")

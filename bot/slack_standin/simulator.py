@@ -29,6 +29,8 @@ SLACK_ACK_TIMEOUT_SECONDS = 3.0
 SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
+# What Slack calls the channel of a DM in slash commands and interaction payloads.
+IM_CHANNEL_NAME = "directmessage"
 
 
 def sign(signing_secret: str, timestamp: str, body: str) -> str:
@@ -107,6 +109,8 @@ class SlackSimulator:
         channel = self.standin.channel(channel_id)
         if channel is None:
             raise ValueError(f"unknown channel {channel_id}")
+        if channel["is_im"]:
+            channel["name"] = IM_CHANNEL_NAME
         return channel
 
     def _interaction_user(self, user_id: str) -> dict:

@@ -1,0 +1,137 @@
+"""The team's policy (`playbook.yaml`), validated with Pydantic at start-up.
+
+Every duration is written the way people say it (`30s`, `15m`, `1h`, `1h30m`) so drills and tests
+can run a cadence in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+
+from bot.db import REPO_ROOT
+
+DEFAULT_PLAYBOOK = REPO_ROOT / "playbook.yaml"
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+DURATION_HINT = "use a duration such as 30s, 15m, 1h or 1h30m"
+
+
+class PlaybookError(Exception):
+    """The playbook file is missing or invalid; the message names each bad field."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """`1h30m` -> 90 minutes; ValueError with the accepted forms otherwise."""
+    cleaned = str(text).strip().lower().replace(" ", "")
+    match = DURATION.match(cleaned)
+    if not cleaned or not match or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration; {DURATION_HINT}")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if duration <= timedelta(0):
+        raise ValueError(f"{text!r} is zero; {DURATION_HINT}, or off")
+    return duration
+
+
+def format_duration(duration: timedelta | None) -> str:
+    """The inverse of parse_duration, for showing a cadence back to people."""
+    if duration is None:
+        return "off"
+    seconds = int(duration.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{seconds}s" if seconds else "")
+    return text or "0s"
+
+
+def _duration_or_off(value) -> timedelta | None:
+    if isinstance(value, timedelta) or value is None:
+        return value
+    if isinstance(value, bool):  # YAML reads a bare `off` as False
+        if value is False:
+            return None
+        raise ValueError(f"{value!r} is not a duration; {DURATION_HINT}, or off")
+    if str(value).strip().lower() == "off":
+        return None
+    return parse_duration(value)
+
+
+CadenceValue = Annotated[timedelta | None, BeforeValidator(_duration_or_off)]
+
+
+class Cadence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sev1: CadenceValue = timedelta(minutes=15)
+    sev2: CadenceValue = timedelta(minutes=30)
+    sev3: CadenceValue = timedelta(hours=1)
+    sev4: CadenceValue = None
+
+
+class Updates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cadence: Cadence = Cadence()
+    escalation_grace: str = "1/3"
+
+    @field_validator("escalation_grace", mode="before")
+    @classmethod
+    def _grace_is_a_fraction_or_duration(cls, value) -> str:
+        text = str(value).strip()
+        try:
+            fraction = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            parse_duration(text)  # raises with the accepted forms
+            return text
+        if not 0 < fraction <= 10:
+            raise ValueError(f"{text!r} is not a fraction of the interval between 0 and 10 (e.g. 1/3)")
+        return text
+
+
+class Playbook(BaseModel):
+    """The policy the war room holds responders to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    updates: Updates = Updates()
+
+    def update_interval(self, severity: int) -> timedelta | None:
+        """How often an incident of this severity owes stakeholders an update (None: no cadence)."""
+        return getattr(self.updates.cadence, f"sev{severity}")
+
+    def escalation_grace(self, interval: timedelta) -> timedelta:
+        """How long past due an update may slip before the incident commander is told."""
+        text = self.updates.escalation_grace
+        try:
+            return interval * float(Fraction(text))
+        except ValueError:
+            return parse_duration(text)
+
+
+def load_playbook(path: Path | str | None = None) -> Playbook:
+    """Read and validate the playbook, with one line per bad field in the error."""
+    path = Path(path) if path else DEFAULT_PLAYBOOK
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise PlaybookError(f"{path}: no such playbook file (set WARROOM_PLAYBOOK or restore playbook.yaml)") from None
+    except yaml.YAMLError as exc:
+        raise PlaybookError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    try:
+        return Playbook.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "is not a playbook setting (check the spelling)"
+            lines.append(f"{path.name}: {field}: {message}")
+        raise PlaybookError("\n".join(lines)) from None

@@ -1,0 +1,86 @@
+"""The reminder ticker: every few seconds, ask the database what is due, claim it, deliver it.
+
+APScheduler only keeps time (an in-memory job store in each process); the database is the record
+of what is owed, so any number of processes tick side by side, a restart loses nothing, and a
+reminder that fell due while every process was down goes out once on start-up, marked late.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta, timezone
+from typing import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot import cadence
+from bot.cadence import DeliveryFailed, ReminderDue
+from bot.db import utcnow
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[ReminderDue], "str | None"]
+
+
+class Ticker:
+    """Delivers due reminders from the database; one per process."""
+
+    def __init__(self, runtime: Runtime, deliver: Deliver, tick: timedelta, workers: int = 8) -> None:
+        self.runtime = runtime
+        self.deliver = deliver
+        self.tick = tick
+        # Reminders later than two ticks past due are marked late (the target for live processes).
+        self.late_after = tick * 2
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="deliver")
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+
+    def start(self) -> Ticker:
+        # The first tick runs at once: anything that fell due while we were down goes out now.
+        self.scheduler.add_job(self.tick_once, "interval", seconds=self.tick.total_seconds(),
+                               next_run_time=utcnow(), coalesce=True, max_instances=1, id="reminders")
+        self.scheduler.start()
+        return self
+
+    def stop(self) -> None:
+        self.scheduler.shutdown(wait=True)
+        self.pool.shutdown(wait=True)
+
+    def tick_once(self) -> int:
+        """Schedule what fell due, then claim and deliver it in batches; returns how many were handled."""
+        now = utcnow()
+        with self.runtime.transaction() as session:
+            cadence.schedule_due_reminders(session, now)
+        handled = 0
+        while True:
+            with self.runtime.transaction() as session:
+                batch = cadence.claim_due_reminders(session, self.owner, now, self.late_after)
+            if not batch:
+                return handled
+            list(self.pool.map(self._deliver_one, batch))
+            handled += len(batch)
+
+    def _deliver_one(self, due: ReminderDue) -> None:
+        try:
+            slack_ts = self.deliver(due)
+        except DeliveryFailed as failure:
+            log.warning("reminder %s for %s not delivered (attempt %s): %s",
+                        due.kind, due.reference, due.attempts, failure.error)
+            self._record_failure(due, failure)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in delivery must leave the reminder owed, not lost
+            log.exception("reminder %s for %s failed unexpectedly", due.kind, due.reference)
+            self._record_failure(due, DeliveryFailed(type(exc).__name__))
+            return
+        with self.runtime.transaction() as session:
+            if not cadence.mark_delivered(session, due, self.owner, slack_ts, utcnow()):
+                log.warning("lease on reminder %s expired before it was recorded", due.reminder_id)
+
+    def _record_failure(self, due: ReminderDue, failure: DeliveryFailed) -> None:
+        with self.runtime.transaction() as session:
+            cadence.mark_failed(session, due, self.owner, failure, utcnow())

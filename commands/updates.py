@@ -1,0 +1,172 @@
+"""Stakeholder updates and their cadence: `/incident update`, `cadence`, `snooze`, and the reminders.
+
+An update is posted in the war room and the stakeholder channel and restarts the clock; when one
+falls due the ticker calls `deliver_reminder`, which reminds the comms lead (with a button that
+opens the drafted form), or escalates to the incident commander once the grace period is over.
+"""
+
+from __future__ import annotations
+
+import json
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, InputBlock, PlainTextInputElement, PlainTextObject
+from slack_sdk.models.views import View
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot import cadence, incidents, slack_io
+from bot.cadence import DeliveryFailed, ReminderDue
+from bot.errors import UsageError
+from bot.incidents import ROLES, Change
+from bot.render import render, render_plain
+from bot.runtime import Runtime
+from commands.messages import section_blocks
+from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument
+from commands.router import DATABASE_DOWN, Reply, Router, SlashRequest, run_after_ack
+from commands.war_room import post
+
+UPDATE_VIEW = "post_update"
+OPEN_UPDATE_FORM = "open_update_form"
+DRAFT_MAX_CHARS = 3000  # Slack's limit for a plain_text_input's initial value
+REMINDER_EVENT = "warroom_reminder"
+# Slack errors after which retrying a reminder cannot help.
+PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
+
+
+def update_draft(runtime: Runtime, channel_id: str) -> str:
+    """The five-part update, prefilled from the incident, its latest entries and its open roles."""
+    with runtime.transaction() as session:
+        incident = incidents.incident_in_channel(session, channel_id)
+        recent = [e for e in incidents.recent_timeline(session, incident.id, limit=8)
+                  if e.kind in ("decision", "note", "pinned", "severity", "status")][-5:]
+    open_roles = [role for role in ROLES if role not in incident.roles]
+    return render_plain("update_draft.txt.j2", incident=incident, recent=recent,
+                        open_roles=open_roles)[:DRAFT_MAX_CHARS]
+
+
+def update_modal(channel_id: str, draft: str) -> dict:
+    return View(
+        type="modal", callback_id=UPDATE_VIEW,
+        title=PlainTextObject(text="Stakeholder update"), submit=PlainTextObject(text="Post update"),
+        close=PlainTextObject(text="Cancel"), private_metadata=json.dumps({"channel_id": channel_id}),
+        blocks=[InputBlock(block_id="update", label="Update (edit the draft)",
+                           element=PlainTextInputElement(action_id="update", multiline=True, initial_value=draft,
+                                                         max_length=ENTRY_MAX_CHARS))],
+    ).to_dict()
+
+
+def post_update(client: WebClient, runtime: Runtime, change: Change) -> None:
+    """Post a recorded update in the war room and, if one is set, the stakeholder channel."""
+    incident, entry = change.incident, change.entry
+    post(client, incident.channel_id,
+         render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=False))
+    stakeholders = runtime.settings.warroom_updates_channel
+    if stakeholders:
+        post(client, stakeholders, render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=True),
+             step="posting to the stakeholder channel")
+
+
+def _record_update(runtime: Runtime, channel_id: str, text: str, user_id: str) -> Change:
+    with runtime.transaction() as session:
+        return incidents.record_update(session, channel_id, text, user_id, runtime.playbook)
+
+
+def deliver_reminder(client: WebClient):
+    """The ticker's delivery step: post a reminder or escalation once, even across retries."""
+
+    def deliver(due: ReminderDue) -> str | None:
+        try:
+            if due.attempts > 1:
+                # An earlier attempt may have posted before its process died: look before posting twice.
+                already = slack_io.find_message_by_metadata(client, due.channel_id, REMINDER_EVENT,
+                                                            due.dedupe_key, oldest=due.due_at)
+                if already:
+                    return already
+            text = render("reminder.slack.j2", due=due)
+            blocks = section_blocks([text])
+            if due.kind == cadence.UPDATE_DUE:
+                blocks.append(ActionsBlock(elements=[ButtonElement(
+                    text="Post an update", action_id=OPEN_UPDATE_FORM, value=due.channel_id, style="primary",
+                )]).to_dict())
+            metadata = {"event_type": REMINDER_EVENT, "event_payload": {"key": due.dedupe_key}}
+            posted = slack_io.call("posting the reminder", client.chat_postMessage, channel=due.channel_id,
+                                   text=text, blocks=blocks, metadata=metadata)
+            if due.kind == cadence.UPDATE_DUE:
+                slack_io.call("messaging the comms lead", client.chat_postMessage, channel=due.remind_user_id,
+                              text=text, blocks=blocks)
+            return posted["ts"]
+        except slack_io.SlackCallFailed as exc:
+            raise DeliveryFailed(str(exc), permanent=exc.error in PERMANENT_ERRORS) from exc
+
+    return deliver
+
+
+def register(router: Router, app: App) -> None:
+    runtime = router.runtime
+
+    def open_update_form(client: WebClient, trigger_id: str, channel_id: str) -> None:
+        slack_io.call("opening the update form", client.views_open, trigger_id=trigger_id,
+                      view=update_modal(channel_id, update_draft(runtime, channel_id)))
+
+    def update(request: SlashRequest) -> Reply:
+        if not request.args:
+            with runtime.transaction() as session:
+                incidents.incident_in_channel(session, request.channel_id)  # refuse outside a war room now
+            return Reply(then=lambda client: open_update_form(client, request.trigger_id, request.channel_id),
+                         then_failure="Could not open the update form:")
+        text = checked_text("update", request.args, "update", required=True)
+        change = _record_update(runtime, request.channel_id, text, request.user_id)
+        return Reply(then=lambda client: post_update(client, runtime, change),
+                     then_failure="The update is in the timeline and the clock restarted, but")
+
+    def cadence_(request: SlashRequest) -> Reply:
+        wanted = parse_duration_argument("cadence", request.args, allow_off=True)
+        with runtime.transaction() as session:
+            change = incidents.set_cadence(session, request.channel_id, wanted.duration, request.user_id,
+                                           runtime.playbook)
+        return _tell_the_room(request, change)
+
+    def snooze(request: SlashRequest) -> Reply:
+        wanted = parse_duration_argument("snooze", request.args, allow_off=False)
+        with runtime.transaction() as session:
+            change = incidents.snooze_updates(session, request.channel_id, wanted.duration, request.user_id,
+                                              runtime.playbook)
+        return _tell_the_room(request, change)
+
+    router.add("update", update)
+    router.add("cadence", cadence_)
+    router.add("snooze", snooze)
+
+    @app.action(OPEN_UPDATE_FORM)
+    def handle_open_update_form(ack, body, action, client, respond):
+        ack()
+        try:
+            open_update_form(client, body["trigger_id"], action["value"])
+        except (slack_io.SlackCallFailed, UsageError) as exc:
+            respond(text=render("error.slack.j2", message=f"Could not open the update form: {exc}", hint=""),
+                    replace_original=False)
+
+    @app.view(UPDATE_VIEW)
+    def handle_update_submission(ack, body, view, client):
+        channel_id = json.loads(view.get("private_metadata") or "{}")["channel_id"]
+        user_id = body["user"]["id"]
+        try:
+            text = checked_text("update", view["state"]["values"]["update"]["update"].get("value") or "",
+                                 "update", required=True)
+            change = _record_update(runtime, channel_id, text, user_id)
+        except UsageError as exc:
+            ack(response_action="errors", errors={"update": exc.message})
+            return
+        except SQLAlchemyError:
+            ack(response_action="errors", errors={"update": DATABASE_DOWN})
+            return
+        ack()
+        run_after_ack(Reply(then=lambda c: post_update(c, runtime, change),
+                            then_failure="The update is recorded, but"),
+                      client, tell=lambda text: client.chat_postEphemeral(channel=channel_id, user=user_id, text=text))
+
+
+def _tell_the_room(request: SlashRequest, change: Change) -> Reply:
+    return Reply(then=lambda client: post(client, request.channel_id, render("cadence_changed.slack.j2", change=change)),
+                 then_failure=f"The {change.entry.kind} change is recorded, but")
