@@ -19,7 +19,6 @@ from bot.playbook import Playbook, format_duration
 
 UPDATE_DUE = "update_due"
 ESCALATION = "escalation"
-LEASE = timedelta(seconds=60)  # long enough for a delivery with Slack's retries; short enough to recover
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
 
 
@@ -141,7 +140,7 @@ def schedule_due_reminders(session: Session, now: datetime) -> None:
         session.execute(statement)
 
 
-def claim_due_reminders(session: Session, owner: str, now: datetime, late_after: timedelta,
+def claim_due_reminders(session: Session, owner: str, now: datetime, late_after: timedelta, lease: timedelta,
                         limit: int = 100) -> list[ReminderDue]:
     """Take a lease on up to `limit` undelivered reminders no one else holds; return them.
 
@@ -157,7 +156,7 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
     claimed_ids = session.scalars(
         update(Reminder)
         .where(Reminder.id.in_(candidates.scalar_subquery()), claimable)
-        .values(claimed_by=owner, lease_expires_at=now + LEASE, attempts=Reminder.attempts + 1)
+        .values(claimed_by=owner, lease_expires_at=now + lease, attempts=Reminder.attempts + 1)
         .returning(Reminder.id)
     ).all()
     return [due for due in (_prepare(session, rid, now, late_after) for rid in claimed_ids) if due]

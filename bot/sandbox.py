@@ -12,10 +12,12 @@ import re
 import secrets
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
 from bot.migrate import upgrade_to_head
+from bot.playbook import parse_duration
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack_standin.server import SlackStandIn
@@ -32,6 +34,7 @@ Sandbox commands:
   :in <channel>     move to a channel (#general, #incidents, #inc-1-…)
   :say <text>       post a message in this channel as yourself
   :pin <n>          react with :pushpin: to message [n] of this channel
+  :wait <30s>       let time pass, then show what the bot posted (update reminders)
   :show             this channel's messages, numbered
   :channels         the channels and who is in them
   :help  :quit"""
@@ -91,6 +94,8 @@ class SandboxTerminal:
             self.show_news()
         elif word == ":pin":
             self.pin(rest)
+        elif word == ":wait":
+            self.wait(rest)
         elif word == ":show":
             self.show_channel()
         elif word == ":channels":
@@ -117,6 +122,16 @@ class SandboxTerminal:
             return f"<@{user['id']}|{user['name']}>" if user else match.group(0)
 
         return re.sub(r"(?<![\w&])@(\w+)", mention, text)
+
+    def wait(self, duration: str) -> None:
+        """Let time pass (reminders fall due while people work), then show what arrived."""
+        try:
+            seconds = parse_duration(duration or "10s").total_seconds()
+        except ValueError as exc:
+            self.say(f"  {exc}")
+            return
+        time.sleep(seconds)
+        self.show_news()
 
     def move_to(self, name: str) -> None:
         channel = self.standin.channel(name.lstrip("#"))
@@ -149,6 +164,11 @@ class SandboxTerminal:
                 in_thread = message.get("thread_ts") not in (None, message["ts"])
                 who = f"#{channel['name']}{' (thread)' if in_thread else ''} {self.user_name(message.get('user'))}"
                 self.say_message(who + (" :pushpin: pinned" if message["ts"] in pinned else ""),
+                                 self.message_text(message))
+        for message in self.standin.dm_messages(self.user_id):
+            if ("dm", message["ts"]) not in self.seen:
+                self.seen.add(("dm", message["ts"]))
+                self.say_message(f"direct message from {self.user_name(message.get('user'))}",
                                  self.message_text(message))
         ephemerals = self.standin.ephemerals()
         for ephemeral in ephemerals[self.seen_ephemerals:]:

@@ -24,6 +24,7 @@ from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+MIN_LEASE = timedelta(seconds=10)
 Deliver = Callable[[ReminderDue], "str | None"]
 
 
@@ -36,6 +37,9 @@ class Ticker:
         self.tick = tick
         # Reminders later than two ticks past due are marked late (the target for live processes).
         self.late_after = tick * 2
+        # A claim expires after this, so a process that died mid-delivery is taken over quickly;
+        # long enough for a delivery that waits out Slack's rate limits.
+        self.lease = max(tick * 10, MIN_LEASE)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="deliver")
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
@@ -59,7 +63,7 @@ class Ticker:
         handled = 0
         while True:
             with self.runtime.transaction() as session:
-                batch = cadence.claim_due_reminders(session, self.owner, now, self.late_after)
+                batch = cadence.claim_due_reminders(session, self.owner, now, self.late_after, self.lease)
             if not batch:
                 return handled
             list(self.pool.map(self._deliver_one, batch))

@@ -122,6 +122,11 @@ def permalink(client: WebClient, channel_id: str, ts: str) -> str | None:
         return None
 
 
+def open_dm(client: WebClient, user_id: str) -> str:
+    """The id of the bot's direct-message conversation with a person."""
+    return call("opening a direct message", client.conversations_open, users=user_id)["channel"]["id"]
+
+
 def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str, key: str,
                              oldest: datetime) -> str | None:
     """The ts of a message we posted with this metadata key since `oldest`, if there is one."""

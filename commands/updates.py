@@ -73,29 +73,35 @@ def _record_update(runtime: Runtime, channel_id: str, text: str, user_id: str) -
 
 
 def deliver_reminder(client: WebClient):
-    """The ticker's delivery step: post a reminder or escalation once, even across retries."""
+    """The ticker's delivery step: post a reminder (room, and DM to the comms lead) or an escalation.
+
+    Each post carries the reminder's key as message metadata. A retry (attempt > 1: an earlier
+    attempt may have posted before its process died) looks for that key first, so nothing is
+    posted twice and nothing is skipped.
+    """
+
+    def post_once(channel: str, text: str, blocks: list, due: ReminderDue) -> str:
+        if due.attempts > 1:
+            already = slack_io.find_message_by_metadata(client, channel, REMINDER_EVENT, due.dedupe_key,
+                                                        oldest=due.due_at)
+            if already:
+                return already
+        metadata = {"event_type": REMINDER_EVENT, "event_payload": {"key": due.dedupe_key}}
+        return slack_io.call("posting the reminder", client.chat_postMessage, channel=channel, text=text,
+                             blocks=blocks, metadata=metadata)["ts"]
 
     def deliver(due: ReminderDue) -> str | None:
+        text = render("reminder.slack.j2", due=due)
+        blocks = section_blocks([text])
+        if due.kind == cadence.UPDATE_DUE:
+            blocks.append(ActionsBlock(elements=[ButtonElement(
+                text="Post an update", action_id=OPEN_UPDATE_FORM, value=due.channel_id, style="primary",
+            )]).to_dict())
         try:
-            if due.attempts > 1:
-                # An earlier attempt may have posted before its process died: look before posting twice.
-                already = slack_io.find_message_by_metadata(client, due.channel_id, REMINDER_EVENT,
-                                                            due.dedupe_key, oldest=due.due_at)
-                if already:
-                    return already
-            text = render("reminder.slack.j2", due=due)
-            blocks = section_blocks([text])
+            ts = post_once(due.channel_id, text, blocks, due)
             if due.kind == cadence.UPDATE_DUE:
-                blocks.append(ActionsBlock(elements=[ButtonElement(
-                    text="Post an update", action_id=OPEN_UPDATE_FORM, value=due.channel_id, style="primary",
-                )]).to_dict())
-            metadata = {"event_type": REMINDER_EVENT, "event_payload": {"key": due.dedupe_key}}
-            posted = slack_io.call("posting the reminder", client.chat_postMessage, channel=due.channel_id,
-                                   text=text, blocks=blocks, metadata=metadata)
-            if due.kind == cadence.UPDATE_DUE:
-                slack_io.call("messaging the comms lead", client.chat_postMessage, channel=due.remind_user_id,
-                              text=text, blocks=blocks)
-            return posted["ts"]
+                post_once(slack_io.open_dm(client, due.remind_user_id), text, blocks, due)
+            return ts
         except slack_io.SlackCallFailed as exc:
             raise DeliveryFailed(str(exc), permanent=exc.error in PERMANENT_ERRORS) from exc
 
