@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 from sqlalchemy import and_, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from bot.models import Incident, Reminder, TimelineEntry
 from bot.playbook import Playbook, format_duration
@@ -153,19 +153,27 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
     candidates = select(Reminder.id).where(claimable).order_by(Reminder.due_at).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE, not `id IN (subquery)`: PostgreSQL may re-run an IN subquery for each row it updates,
+    # and with SKIP LOCKED every re-run finds fresh rows, so the LIMIT would not hold.
+    picked = candidates.cte("picked")
     claimed_ids = session.scalars(
         update(Reminder)
-        .where(Reminder.id.in_(candidates.scalar_subquery()), claimable)
+        .where(Reminder.id == picked.c.id, claimable)
         .values(claimed_by=owner, lease_expires_at=now + lease, attempts=Reminder.attempts + 1)
         .returning(Reminder.id)
     ).all()
-    return [due for due in (_prepare(session, rid, now, late_after) for rid in claimed_ids) if due]
+    if not claimed_ids:
+        return []
+    # One round trip for the claimed reminders, their incidents and roles (not three per reminder).
+    rows = session.execute(
+        select(Reminder, Incident).join(Incident, Incident.id == Reminder.incident_id)
+        .where(Reminder.id.in_(claimed_ids)).options(selectinload(Incident.roles))
+    ).all()
+    return [due for due in (_prepare(reminder, incident, now, late_after) for reminder, incident in rows) if due]
 
 
-def _prepare(session: Session, reminder_id: int, now: datetime, late_after: timedelta) -> ReminderDue | None:
+def _prepare(reminder: Reminder, incident: Incident, now: datetime, late_after: timedelta) -> ReminderDue | None:
     """What to deliver for a claimed reminder, or None when it no longer applies (and say so)."""
-    reminder = session.get_one(Reminder, reminder_id)
-    incident = session.get_one(Incident, reminder.incident_id)
     if incident.next_update_due_at != reminder.due_at or incident.status == "resolved":
         # An update, a snooze or a resolution moved the clock after this was scheduled.
         reminder.delivered_at, reminder.outcome, reminder.lease_expires_at = now, "superseded", None

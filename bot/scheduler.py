@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ Deliver = Callable[[ReminderDue], "str | None"]
 class Ticker:
     """Delivers due reminders from the database; one per process."""
 
-    def __init__(self, runtime: Runtime, deliver: Deliver, tick: timedelta, workers: int = 8) -> None:
+    def __init__(self, runtime: Runtime, deliver: Deliver, tick: timedelta, workers: int = 16) -> None:
         self.runtime = runtime
         self.deliver = deliver
         self.tick = tick
@@ -42,12 +43,20 @@ class Ticker:
         self.lease = max(tick * 10, MIN_LEASE)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="deliver")
+        # Small batches: a process claims only what its workers can deliver at once, so the other
+        # processes claim the rest in parallel instead of waiting behind one big batch.
+        self.batch_size = workers * 2
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
 
     def start(self) -> Ticker:
         # The first tick runs at once: anything that fell due while we were down goes out now.
-        self.scheduler.add_job(self.tick_once, "interval", seconds=self.tick.total_seconds(),
-                               next_run_time=utcnow(), coalesce=True, max_instances=1, id="reminders")
+        # Later ticks start at a random phase, so replicas started together don't tick in step
+        # and between them something is due is picked up sooner than one tick.
+        seconds = self.tick.total_seconds()
+        phase = timedelta(seconds=random.uniform(0, seconds))
+        self.scheduler.add_job(self.tick_once, "interval", seconds=seconds, start_date=utcnow() + phase,
+                               coalesce=True, max_instances=1, id="reminders")
+        self.scheduler.add_job(self.tick_once, id="first-tick")
         self.scheduler.start()
         return self
 
@@ -63,7 +72,8 @@ class Ticker:
         handled = 0
         while True:
             with self.runtime.transaction() as session:
-                batch = cadence.claim_due_reminders(session, self.owner, now, self.late_after, self.lease)
+                batch = cadence.claim_due_reminders(session, self.owner, now, self.late_after, self.lease,
+                                                     limit=self.batch_size)
             if not batch:
                 return handled
             list(self.pool.map(self._deliver_one, batch))

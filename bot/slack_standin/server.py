@@ -109,6 +109,13 @@ REACTION_NAME_PATTERN = re.compile(r"^[a-z0-9_+'-]+(::skin-tone-[2-6])?$")
 STANDIN_ONLY_MESSAGE_FIELDS = ("channel", "mentions")
 
 
+
+class _StandInHTTPServer(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops connection attempts when a bot with several worker
+    # threads calls at once; the dropped SYN costs a one-second retransmit. Slack has no such limit.
+    request_queue_size = 256
+    daemon_threads = True
+
 class SlackRefusal(Exception):
     """A Web API call Slack would refuse, with the error code Slack would give."""
 
@@ -290,7 +297,7 @@ class SlackStandIn:
     # ------------------------------------------------------------------ life
     def start(self) -> "SlackStandIn":
         handler = type("_BoundHandler", (_RequestHandler,), {"standin": self})
-        self._server = ThreadingHTTPServer((self._host, self._port), handler)
+        self._server = _StandInHTTPServer((self._host, self._port), handler)
         self._server.daemon_threads = True
         # A short poll interval keeps stop() (and so each test's teardown) quick.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
