@@ -122,15 +122,9 @@ def permalink(client: WebClient, channel_id: str, ts: str) -> str | None:
         return None
 
 
-_dm_ids: dict[str, str] = {}
-
-
 def open_dm(client: WebClient, user_id: str) -> str:
-    """The id of the bot's direct-message conversation with a person (it never changes: cached)."""
-    if user_id not in _dm_ids:
-        _dm_ids[user_id] = call("opening a direct message", client.conversations_open,
-                                users=user_id)["channel"]["id"]
-    return _dm_ids[user_id]
+    """The id of the bot's direct-message conversation with a person."""
+    return call("opening a direct message", client.conversations_open, users=user_id)["channel"]["id"]
 
 
 def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str, key: str,

@@ -81,8 +81,10 @@ def deliver_reminder(client: WebClient):
     """
 
     def post_once(channel: str, text: str, blocks: list, due: ReminderDue) -> str:
+        """Post to a channel, or to a person's DM when `channel` is their user id."""
         if due.attempts > 1:
-            already = slack_io.find_message_by_metadata(client, channel, REMINDER_EVENT, due.dedupe_key,
+            conversation = slack_io.open_dm(client, channel) if channel.startswith(("U", "W")) else channel
+            already = slack_io.find_message_by_metadata(client, conversation, REMINDER_EVENT, due.dedupe_key,
                                                         oldest=due.due_at)
             if already:
                 return already
@@ -100,7 +102,7 @@ def deliver_reminder(client: WebClient):
         try:
             ts = post_once(due.channel_id, text, blocks, due)
             if due.kind == cadence.UPDATE_DUE:
-                post_once(slack_io.open_dm(client, due.remind_user_id), text, blocks, due)
+                post_once(due.remind_user_id, text, blocks, due)  # a user id as channel: the bot's DM
             return ts
         except slack_io.SlackCallFailed as exc:
             raise DeliveryFailed(str(exc), permanent=exc.error in PERMANENT_ERRORS) from exc
