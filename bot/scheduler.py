@@ -76,24 +76,31 @@ class Ticker:
                                                      limit=self.batch_size)
             if not batch:
                 return handled
-            list(self.pool.map(self._deliver_one, batch))
+            results = self.pool.map(self._deliver_one, batch)
+            posted = [(due, ts) for due, ts in zip(batch, results) if ts is not None]
+            self._record_deliveries(posted)
             handled += len(batch)
 
-    def _deliver_one(self, due: ReminderDue) -> None:
+    def _deliver_one(self, due: ReminderDue) -> str | None:
+        """Post one reminder; its Slack ts ("" if none), or None after recording why it failed."""
         try:
-            slack_ts = self.deliver(due)
+            return self.deliver(due) or ""
         except DeliveryFailed as failure:
             log.warning("reminder %s for %s not delivered (attempt %s): %s",
                         due.kind, due.reference, due.attempts, failure.error)
             self._record_failure(due, failure)
-            return
         except Exception as exc:  # noqa: BLE001 - a bug in delivery must leave the reminder owed, not lost
             log.exception("reminder %s for %s failed unexpectedly", due.kind, due.reference)
             self._record_failure(due, DeliveryFailed(type(exc).__name__))
-            return
+        return None
+
+    def _record_deliveries(self, posted: list[tuple[ReminderDue, str]]) -> None:
+        # One transaction per batch: if we die before it commits, the next holder of the lease
+        # finds each reminder already in Slack (by its metadata key) and only records it.
         with self.runtime.transaction() as session:
-            if not cadence.mark_delivered(session, due, self.owner, slack_ts, utcnow()):
-                log.warning("lease on reminder %s expired before it was recorded", due.reminder_id)
+            for due, slack_ts in posted:
+                if not cadence.mark_delivered(session, due, self.owner, slack_ts or None, utcnow()):
+                    log.warning("lease on reminder %s expired before it was recorded", due.reminder_id)
 
     def _record_failure(self, due: ReminderDue, failure: DeliveryFailed) -> None:
         with self.runtime.transaction() as session:
