@@ -14,12 +14,25 @@ from sqlalchemy import and_, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
-from bot.models import Incident, Reminder, TimelineEntry
+from bot.models import ROLES, Incident, Reminder, TimelineEntry
 from bot.playbook import Playbook, format_duration
 
 UPDATE_DUE = "update_due"
 ESCALATION = "escalation"
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
+
+
+# What a drafted update recalls from the timeline: the latest few of these.
+DRAFT_KINDS = ("decision", "note", "pinned", "severity", "status")
+DRAFT_LINES = 5
+
+
+class DraftLine(BaseModel):
+    """A timeline entry as the update draft recalls it."""
+
+    occurred_at: datetime
+    kind: str
+    text: str
 
 
 class ReminderDue(BaseModel):
@@ -33,6 +46,7 @@ class ReminderDue(BaseModel):
     incident_id: int
     reference: str
     title: str
+    summary: str
     severity: int
     status: str
     channel_id: str
@@ -40,6 +54,9 @@ class ReminderDue(BaseModel):
     remind_user_id: str  # the comms lead, else the incident commander, else the declarer
     commander_id: str | None
     dedupe_key: str
+    # For the update draft that goes with a reminder.
+    open_roles: list[str]
+    recent: list[DraftLine]
 
 
 class DeliveryFailed(Exception):
@@ -169,10 +186,29 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
         select(Reminder, Incident).join(Incident, Incident.id == Reminder.incident_id)
         .where(Reminder.id.in_(claimed_ids)).options(selectinload(Incident.roles))
     ).all()
-    return [due for due in (_prepare(reminder, incident, now, late_after) for reminder, incident in rows) if due]
+    recent = draft_lines(session, [incident.id for _, incident in rows])
+    return [due for due in (_prepare(reminder, incident, recent.get(incident.id, []), now, late_after)
+                            for reminder, incident in rows) if due]
 
 
-def _prepare(reminder: Reminder, incident: Incident, now: datetime, late_after: timedelta) -> ReminderDue | None:
+def draft_lines(session: Session, incident_ids: list[int]) -> dict[int, list[DraftLine]]:
+    """The latest DRAFT_LINES draft-worthy entries of each incident, oldest first, in one query."""
+    rank = func.row_number().over(partition_by=TimelineEntry.incident_id,
+                                  order_by=(TimelineEntry.occurred_at.desc(), TimelineEntry.id.desc()))
+    ranked = select(TimelineEntry.incident_id, TimelineEntry.kind, TimelineEntry.text, TimelineEntry.occurred_at,
+                    TimelineEntry.id, rank.label("rank")).where(
+        TimelineEntry.incident_id.in_(incident_ids), TimelineEntry.kind.in_(DRAFT_KINDS)).subquery()
+    rows = session.execute(select(ranked).where(ranked.c.rank <= DRAFT_LINES)
+                           .order_by(ranked.c.incident_id, ranked.c.occurred_at, ranked.c.id)).all()
+    lines: dict[int, list[DraftLine]] = {}
+    for row in rows:
+        lines.setdefault(row.incident_id, []).append(
+            DraftLine(occurred_at=row.occurred_at, kind=row.kind, text=row.text))
+    return lines
+
+
+def _prepare(reminder: Reminder, incident: Incident, recent: list[DraftLine], now: datetime,
+             late_after: timedelta) -> ReminderDue | None:
     """What to deliver for a claimed reminder, or None when it no longer applies (and say so)."""
     if incident.next_update_due_at != reminder.due_at or incident.status == "resolved":
         # An update, a snooze or a resolution moved the clock after this was scheduled.
@@ -182,10 +218,12 @@ def _prepare(reminder: Reminder, incident: Incident, now: datetime, late_after: 
     return ReminderDue(
         reminder_id=reminder.id, kind=reminder.kind, due_at=reminder.due_at, attempts=reminder.attempts,
         late=now - reminder.due_at > late_after, incident_id=incident.id, reference=incident.reference,
-        title=incident.title, severity=incident.severity, status=incident.status, channel_id=incident.channel_id,
+        title=incident.title, summary=incident.summary, severity=incident.severity, status=incident.status,
+        channel_id=incident.channel_id,
         cadence=format_duration(interval_of(incident)),
         remind_user_id=roles.get("comms") or roles.get("ic") or incident.declared_by,
         commander_id=roles.get("ic"), dedupe_key=reminder_key(reminder),
+        open_roles=[role for role in ROLES if role not in roles], recent=recent,
     )
 
 

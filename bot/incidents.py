@@ -16,20 +16,11 @@ from sqlalchemy.orm import Session
 from bot import cadence
 from bot.db import utcnow
 from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
-from bot.models import Counter, Incident, ProcessedEvent, RoleAssignment, TimelineEntry
+from bot.models import ROLES, Counter, Incident, ProcessedEvent, RoleAssignment, TimelineEntry
 from bot.playbook import Playbook, format_duration
 
 SEVERITIES = (1, 2, 3, 4)
 STATUSES = ("investigating", "identified", "contained", "monitoring", "resolved")
-# Role key -> what the room calls the person who holds it, in the order the card lists them.
-ROLES = {
-    "ic": "Incident commander",
-    "scribe": "Scribe",
-    "comms": "Comms lead",
-    "tech": "Tech lead",
-    "legal": "Legal",
-    "privacy": "Privacy",
-}
 TITLE_MAX_CHARS = 150  # keeps "SEV1 · status · title" inside Slack's 250-character topic
 CHANNEL_NAME_MAX = 80  # Slack's limit
 SLUG_MAX_CHARS = 30

@@ -19,6 +19,17 @@ NAMING_CONVENTION = {
 }
 
 
+# Role key -> what the room calls the person who holds it, in the order the card lists them.
+ROLES = {
+    "ic": "Incident commander",
+    "scribe": "Scribe",
+    "comms": "Comms lead",
+    "tech": "Tech lead",
+    "legal": "Legal",
+    "privacy": "Privacy",
+}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 

@@ -30,6 +30,16 @@ def escape_mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def fit_escaped(text: str, limit: int) -> str:
+    """`text` cut so that, once escaped for mrkdwn, it is at most `limit` characters."""
+    if len(escape_mrkdwn(text)) <= limit:
+        return text
+    cut = text[:limit]
+    while len(escape_mrkdwn(cut)) > limit - 1:
+        cut = cut[: len(cut) * 9 // 10]
+    return cut + "…"
+
+
 def _finalize(value):
     if value is None:
         return ""

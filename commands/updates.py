@@ -19,7 +19,7 @@ from bot import cadence, incidents, slack_io
 from bot.cadence import DeliveryFailed, ReminderDue
 from bot.errors import UsageError
 from bot.incidents import ROLES, Change
-from bot.render import render, render_plain
+from bot.render import fit_escaped, render, render_plain
 from bot.runtime import Runtime
 from commands.messages import section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument
@@ -29,20 +29,24 @@ from commands.war_room import post
 UPDATE_VIEW = "post_update"
 OPEN_UPDATE_FORM = "open_update_form"
 DRAFT_MAX_CHARS = 3000  # Slack's limit for a plain_text_input's initial value
+DRAFT_SHOWN_CHARS = 2800  # escaped, with the heading, inside Slack's 3,000-character section
 REMINDER_EVENT = "warroom_reminder"
 # Slack errors after which retrying a reminder cannot help.
 PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
 
 
-def update_draft(runtime: Runtime, channel_id: str) -> str:
-    """The five-part update, prefilled from the incident, its latest entries and its open roles."""
-    with runtime.transaction() as session:
-        incident = incidents.incident_in_channel(session, channel_id)
-        recent = [e for e in incidents.recent_timeline(session, incident.id, limit=8)
-                  if e.kind in ("decision", "note", "pinned", "severity", "status")][-5:]
-    open_roles = [role for role in ROLES if role not in incident.roles]
+def render_draft(incident, recent: list, open_roles: list[str]) -> str:
+    """The five-part update (what happened, impact, status, next steps, asks), prefilled."""
     return render_plain("update_draft.txt.j2", incident=incident, recent=recent,
                         open_roles=open_roles)[:DRAFT_MAX_CHARS]
+
+
+def update_draft(runtime: Runtime, channel_id: str) -> str:
+    """The draft for the update form, from the incident, its latest entries and its open roles."""
+    with runtime.transaction() as session:
+        incident = incidents.incident_in_channel(session, channel_id)
+        recent = cadence.draft_lines(session, [incident.id]).get(incident.id, [])
+    return render_draft(incident, recent, [role for role in ROLES if role not in incident.roles])
 
 
 def update_modal(channel_id: str, draft: str) -> dict:
@@ -73,7 +77,8 @@ def _record_update(runtime: Runtime, channel_id: str, text: str, user_id: str) -
 
 
 def deliver_reminder(client: WebClient):
-    """The ticker's delivery step: post a reminder (room, and DM to the comms lead) or an escalation.
+    """The ticker's delivery step: post a reminder (room, and DM to the comms lead, with the drafted
+    update and a button that opens it in the form) or an escalation.
 
     Each post carries the reminder's key as message metadata. A retry (attempt > 1: an earlier
     attempt may have posted before its process died) looks for that key first, so nothing is
@@ -96,6 +101,8 @@ def deliver_reminder(client: WebClient):
         text = render("reminder.slack.j2", due=due)
         blocks = section_blocks([text])
         if due.kind == cadence.UPDATE_DUE:
+            draft = fit_escaped(render_draft(due, due.recent, due.open_roles), DRAFT_SHOWN_CHARS)
+            blocks += section_blocks([render("reminder_draft.slack.j2", draft=draft)])
             blocks.append(ActionsBlock(elements=[ButtonElement(
                 text="Post an update", action_id=OPEN_UPDATE_FORM, value=due.channel_id, style="primary",
             )]).to_dict())

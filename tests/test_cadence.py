@@ -81,6 +81,8 @@ def test_the_comms_lead_is_reminded_on_time_in_the_room_and_by_dm(room, standin)
     [reminder] = eventually(lambda: reminders(standin, channel), timeout=8)
     assert "<@U0BOB>, a stakeholder update on *INC-1* is due (every 3s)" in reminder["text"]
     assert any(b["type"] == "actions" for b in reminder["blocks"])
+    draft = reminder["blocks"][1]["text"]["text"]
+    assert "*Draft, from the timeline*" in draft and "*What happened:* Refund bot hallucinating policy" in draft
     dm = eventually(lambda: standin.dm_messages(BOB))
     assert "stakeholder update on *INC-1* is due" in dm[0]["text"]
 

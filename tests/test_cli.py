@@ -73,3 +73,25 @@ def test_sandbox_runs_the_core_loop_offline(tmp_path):
     timeline = out.split("*Timeline of INC-1*", 1)[1]
     assert timeline.index("declared the incident") < timeline.index("made @bob") \
         < timeline.index("the bot promised a 90-day refund") < timeline.index("decided:* Roll back")
+
+
+def test_a_bad_playbook_stops_start_up_naming_each_bad_field(tmp_path, standin):
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text("updates:\n  cadence:\n    sev1: 15x\n    sev9: 5m\n  escalation_grace: soon\n")
+    env = {**bot_environment(f"sqlite:///{tmp_path / 'x.db'}", standin), "WARROOM_PLAYBOOK": str(playbook)}
+    result = warroom("serve", env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "warroom: playbook.yaml: updates.cadence.sev1: '15x' is not a duration; use a duration such as 30s, 15m, "
+        "1h or 1h30m",
+        "playbook.yaml: updates.cadence.sev9: is not a playbook setting (check the spelling)",
+        "playbook.yaml: updates.escalation_grace: 'soon' is not a duration; use a duration such as 30s, 15m, "
+        "1h or 1h30m",
+    ]
+
+
+def test_socket_mode_needs_an_app_token(tmp_path, standin):
+    env = {**bot_environment(f"sqlite:///{tmp_path / 'x.db'}", standin), "SLACK_APP_TOKEN": ""}
+    result = warroom("serve", "--socket", env=env)
+    assert result.returncode == 2 and "SLACK_APP_TOKEN is not set" in result.stderr

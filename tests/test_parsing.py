@@ -70,3 +70,11 @@ def test_rendered_user_text_cannot_mention_anyone():
     assert "<@U0ALICE>" in text  # the bot's own, validated mention
     assert "&lt;!channel&gt; &lt;@U0BOB&gt; &lt;http://evil|click&gt; &amp; co" in text
     assert "<!channel>" not in text and "<@U0BOB>" not in text
+
+
+def test_text_is_cut_to_fit_a_section_once_escaped():
+    from bot.render import escape_mrkdwn, fit_escaped
+
+    assert fit_escaped("short", 10) == "short"
+    cut = fit_escaped("<" * 1000, 100)
+    assert len(escape_mrkdwn(cut)) <= 100 and cut.endswith("…")
