@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint, false
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bot.db import UTCDateTime, utcnow
@@ -134,7 +134,13 @@ class Reminder(Base):
     """
 
     __tablename__ = "reminder"
-    __table_args__ = (UniqueConstraint("incident_id", "kind", "due_at"),)
+    __table_args__ = (
+        UniqueConstraint("incident_id", "kind", "due_at"),
+        # The claim reads undelivered reminders oldest-due first; this keeps it an index scan
+        # however long the delivered history grows.
+        Index("ix_reminder_undelivered_due_at", "due_at",
+              postgresql_where=text("delivered_at IS NULL"), sqlite_where=text("delivered_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
@@ -144,7 +150,7 @@ class Reminder(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # posted | superseded (an update came first) | failed (Slack refused for good)
     outcome: Mapped[str | None] = mapped_column(String(20), nullable=True)
     late: Mapped[bool] = mapped_column(Boolean, default=False)

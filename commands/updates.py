@@ -135,23 +135,19 @@ def register(router: Router, app: App) -> None:
         return Reply(then=lambda client: post_update(client, runtime, change),
                      then_failure="The update is in the timeline and the clock restarted, but")
 
-    def cadence_(request: SlashRequest) -> Reply:
-        wanted = parse_duration_argument("cadence", request.args, allow_off=True)
-        with runtime.transaction() as session:
-            change = incidents.set_cadence(session, request.channel_id, wanted.duration, request.user_id,
-                                           runtime.playbook)
-        return _tell_the_room(request, change)
-
-    def snooze(request: SlashRequest) -> Reply:
-        wanted = parse_duration_argument("snooze", request.args, allow_off=False)
-        with runtime.transaction() as session:
-            change = incidents.snooze_updates(session, request.channel_id, wanted.duration, request.user_id,
-                                              runtime.playbook)
-        return _tell_the_room(request, change)
+    def clock_handler(subcommand: str, change_clock, allow_off: bool):
+        """`cadence` and `snooze` both take a duration and move the update clock."""
+        def handler(request: SlashRequest) -> Reply:
+            wanted = parse_duration_argument(subcommand, request.args, allow_off=allow_off)
+            with runtime.transaction() as session:
+                change = change_clock(session, request.channel_id, wanted.duration, request.user_id,
+                                      runtime.playbook)
+            return _tell_the_room(request, change)
+        return handler
 
     router.add("update", update)
-    router.add("cadence", cadence_)
-    router.add("snooze", snooze)
+    router.add("cadence", clock_handler("cadence", incidents.set_cadence, allow_off=True))
+    router.add("snooze", clock_handler("snooze", incidents.snooze_updates, allow_off=False))
 
     @app.action(OPEN_UPDATE_FORM)
     def handle_open_update_form(ack, body, action, client, respond):

@@ -35,7 +35,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('incident_id', 'kind', 'due_at', name=op.f('uq_reminder_incident_id_kind_due_at'))
     )
     with op.batch_alter_table('reminder', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_reminder_delivered_at'), ['delivered_at'], unique=False)
+        # Keeps claiming the oldest undelivered reminders an index scan as history grows.
+        batch_op.create_index('ix_reminder_undelivered_due_at', ['due_at'], unique=False,
+                              postgresql_where=sa.text('delivered_at IS NULL'),
+                              sqlite_where=sa.text('delivered_at IS NULL'))
 
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.add_column(sa.Column('cadence_seconds', sa.Integer(), nullable=True))
@@ -57,6 +60,6 @@ def downgrade() -> None:
         batch_op.drop_column('cadence_seconds')
 
     with op.batch_alter_table('reminder', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_reminder_delivered_at'))
+        batch_op.drop_index('ix_reminder_undelivered_due_at')
 
     op.drop_table('reminder')
