@@ -147,10 +147,15 @@ def schedule_due_reminders(session: Session, now: datetime) -> None:
             Reminder.incident_id == Incident.id, Reminder.kind == kind,
             Reminder.due_at == Incident.next_update_due_at,
         )
+        conditions = [due_column.is_not(None), due_column <= now, Incident.channel_id.is_not(None), ~already]
+        if kind == ESCALATION:
+            # The commander hears of a slipped update only after the comms lead was reminded of it.
+            conditions.append(exists().where(
+                Reminder.incident_id == Incident.id, Reminder.kind == UPDATE_DUE,
+                Reminder.due_at == Incident.next_update_due_at, Reminder.delivered_at.is_not(None),
+            ))
         owed = select(Incident.id, literal(kind), Incident.next_update_due_at, literal(now), literal(0),
-                      literal(False)).where(
-            due_column.is_not(None), due_column <= now, Incident.channel_id.is_not(None), ~already,
-        )
+                      literal(False)).where(*conditions)
         statement = _insert_ignoring_duplicates(session).from_select(
             ["incident_id", "kind", "due_at", "created_at", "attempts", "late"], owed
         ).on_conflict_do_nothing(index_elements=["incident_id", "kind", "due_at"])
