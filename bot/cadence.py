@@ -274,6 +274,3 @@ def mark_failed(session: Session, due: ReminderDue, owner: str, failure: Deliver
     backoff = min(timedelta(seconds=2 ** min(reminder.attempts, 6)), MAX_RETRY_BACKOFF)
     reminder.claimed_by, reminder.lease_expires_at = None, now + backoff
 
-
-def undelivered_count(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(Reminder).where(Reminder.delivered_at.is_(None)))

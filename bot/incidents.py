@@ -155,10 +155,6 @@ def record_card(session: Session, incident_id: int, card_ts: str) -> None:
     session.get_one(Incident, incident_id).card_ts = card_ts
 
 
-def get_incident(session: Session, incident_id: int) -> IncidentView:
-    return IncidentView.of(session.get_one(Incident, incident_id))
-
-
 def _incident_in_channel(session: Session, channel_id: str, *, lock: bool = False) -> Incident:
     statement = select(Incident).where(Incident.channel_id == channel_id)
     if lock:
