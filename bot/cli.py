@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from bot.export import RecordError
 from bot.playbook import PlaybookError
 from bot.settings import SettingsError, load_settings
 
@@ -60,6 +61,66 @@ def cmd_start(args) -> int:
     return cmd_serve(args)
 
 
+def _write_out(content: str, output: str | None, what: str) -> int:
+    """To the file asked for, or standard output; the file is UTF-8 whatever the locale."""
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            handle.write(content)
+        print(f"warroom: wrote {what} to {output}", file=sys.stderr)
+    else:
+        sys.stdout.reconfigure(encoding="utf-8")
+        sys.stdout.write(content)
+    return 0
+
+
+def _read_record(reference: str):
+    from bot import export
+    from bot.runtime import Runtime
+
+    number = export.parse_reference(reference)
+    runtime = Runtime.from_settings(load_settings())
+    with runtime.transaction() as session:
+        return export.read_record(session, number=number)
+
+
+def cmd_export(args) -> int:
+    from bot import export
+    from bot.db import utcnow
+
+    record = _read_record(args.incident)
+    return _write_out(export.render_export(record, args.format, {}, utcnow()), args.output,
+                      f"the {args.format} timeline of {record.incident['reference']}")
+
+
+def cmd_postmortem(args) -> int:
+    from bot import postmortem
+    from bot.db import utcnow
+
+    record = _read_record(args.incident)
+    return _write_out(postmortem.render_postmortem(record, {}, utcnow()), args.output,
+                      f"the postmortem draft of {record.incident['reference']}")
+
+
+def cmd_actions(args) -> int:
+    from bot import actions
+    from bot.db import utcnow
+    from bot.runtime import Runtime
+
+    today = utcnow().date()
+    runtime = Runtime.from_settings(load_settings())
+    with runtime.transaction() as session:
+        listed = actions.all_actions(session, overdue_on=today if args.overdue else None)
+    if not listed:
+        print("No overdue corrective actions." if args.overdue else "No corrective actions.")
+        return 0
+    for action in listed:
+        late = f"  OVERDUE {(today - action.due_on).days}d" if action.overdue(today) else ""
+        verify = action.verification or "(no verification)"
+        print(f"{action.reference:<14} due {action.due_on.isoformat()}  {action.state:<8} owner {action.owner_id:<12}"
+              f" {action.text}  | verify: {verify}{late}")
+    return 0
+
+
 def _display_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -80,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     for name, func, text in (
+        ("export", cmd_export, "write an incident's timeline as Markdown, JSON or CSV"),
+        ("postmortem", cmd_postmortem, "write an incident's postmortem draft (Markdown)"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("incident", help="the incident, like INC-42")
+        if name == "export":
+            command.add_argument("--format", choices=("md", "json", "csv"), default="md", help="default: md")
+        command.add_argument("--output", "-o", help="file to write (default: standard output)")
+        command.set_defaults(func=func)
+
+    actions = sub.add_parser("actions", help="list corrective actions across incidents")
+    actions.add_argument("--overdue", action="store_true", help="only those past their due date and not done")
+    actions.set_defaults(func=cmd_actions)
+
+    for name, func, text in (
         ("sandbox", cmd_sandbox, "try the bot offline: a local Slack stand-in and a terminal"),
         ("start", cmd_start, "serve with Slack tokens, or open the sandbox without them"),
     ):
@@ -98,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SettingsError, PlaybookError) as exc:
+    except (SettingsError, PlaybookError, RecordError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130

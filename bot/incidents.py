@@ -170,6 +170,11 @@ def _incident_in_channel(session: Session, channel_id: str, *, lock: bool = Fals
     return incident
 
 
+def lock_incident_in_channel(session: Session, channel_id: str) -> Incident:
+    """The incident whose war room this is, locked until the transaction ends (for changes to it)."""
+    return _incident_in_channel(session, channel_id, lock=True)
+
+
 def incident_in_channel(session: Session, channel_id: str) -> IncidentView:
     """The incident whose war room this channel is, or NotAnIncidentChannel."""
     return IncidentView.of(_incident_in_channel(session, channel_id))
@@ -337,3 +342,35 @@ def recent_timeline(session: Session, incident_id: int, limit: int = 20) -> list
         .limit(limit)
     ).all()
     return [TimelineItem.model_validate(row) for row in reversed(rows)]
+
+
+MARKS = {"impact-start": "impact_started_at", "detected": "detected_at"}
+MARK_NAMES = {"impact-start": "Impact started", "detected": "Detected"}
+
+
+def set_mark(session: Session, channel_id: str, mark: str, when: datetime, actor_id: str) -> Change:
+    """Record when impact started or when we found out, which the bot cannot know by itself.
+
+    The times must make sense together: impact starts no later than detection, and detection
+    comes no later than the declaration (declaring is finding out, at the latest) or now.
+    """
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    if when > utcnow():
+        raise UsageError(f"{when:%Y-%m-%d %H:%M:%S} UTC is in the future.",
+                         "Give a time that has passed, in UTC, like `2026-11-23 14:05`.")
+    detected = when if mark == "detected" else (incident.detected_at or incident.declared_at)
+    impact = when if mark == "impact-start" else incident.impact_started_at
+    if mark == "detected" and when > incident.declared_at:
+        raise UsageError(f"Detection can't come after the declaration ({incident.declared_at:%Y-%m-%d %H:%M:%S} UTC).",
+                         "Give the time the problem was first noticed, at or before the declaration.")
+    if impact is not None and impact > detected:
+        raise UsageError(f"Impact can't start after it was detected ({detected:%Y-%m-%d %H:%M:%S} UTC).",
+                         "Check both times; mark `detected` earlier first if that is what happened.")
+    column = MARKS[mark]
+    old = getattr(incident, column)
+    setattr(incident, column, when)
+    stamp = when.isoformat(timespec="seconds").replace("+00:00", "Z")
+    entry = _add_entry(session, incident, "mark", actor_id, text=MARK_NAMES[mark], source_ref=mark,
+                       old_value=old.isoformat(timespec="seconds").replace("+00:00", "Z") if old else None,
+                       new_value=stamp)
+    return Change(incident=IncidentView.of(incident), old_value=entry.old_value, new_value=stamp, entry=entry)

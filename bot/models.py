@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bot.db import UTCDateTime, utcnow
@@ -66,6 +66,10 @@ class Incident(Base):
     last_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     next_update_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     escalate_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # What the bot cannot know and the scribe sets with `/incident mark`: when users were first
+    # hurt, and when we found out (the declaration, unless marked earlier).
+    impact_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    detected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="incident", order_by="RoleAssignment.id"
@@ -125,17 +129,47 @@ class ProcessedEvent(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class Reminder(Base):
-    """One reminder or escalation owed for one due update, claimed and delivered exactly once.
+class CorrectiveAction(Base):
+    """A corrective or preventive action (CAPA): an owner, a due date, and how we will know it works."""
 
-    The unique (incident, kind, due_at) key means any number of tickers can schedule the same
-    reminder; the lease columns let exactly one of them deliver it, and let another take over
-    if that one dies mid-way.
+    __tablename__ = "corrective_action"
+    __table_args__ = (UniqueConstraint("incident_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    # Numbered within the incident (A1, A2, …) so people can say which one they mean.
+    number: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    owner_id: Mapped[str] = mapped_column(String(32))
+    due_on: Mapped[date] = mapped_column(Date, index=True)
+    verification: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the owner is reminded, fixed from the playbook when the action is recorded.
+    remind_before_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    remind_due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    done_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verified_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    verified_evidence: Mapped[str] = mapped_column(Text, default="")
+
+    @property
+    def state(self) -> str:
+        return "verified" if self.verified_at else "done" if self.done_at else "open"
+
+
+class Reminder(Base):
+    """One reminder owed (for a due update, or for a corrective action), delivered exactly once.
+
+    The unique (incident, kind, action, due_at) key means any number of tickers can schedule the
+    same reminder; the lease columns let exactly one of them deliver it, and let another take
+    over if that one dies mid-way.
     """
 
     __tablename__ = "reminder"
     __table_args__ = (
-        UniqueConstraint("incident_id", "kind", "due_at"),
+        UniqueConstraint("incident_id", "kind", "action_number", "due_at"),
         # The claim reads undelivered reminders oldest-due first; this keeps it an index scan
         # however long the delivered history grows.
         Index("ix_reminder_undelivered_due_at", "due_at",
@@ -145,6 +179,9 @@ class Reminder(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
+    # The corrective action's number within the incident; 0 for update reminders (0, not NULL,
+    # because NULLs never collide in a unique key).
+    action_number: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)

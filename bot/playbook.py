@@ -7,7 +7,7 @@ can run a cadence in seconds.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated
@@ -18,8 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, fi
 from bot.db import REPO_ROOT
 
 DEFAULT_PLAYBOOK = REPO_ROOT / "playbook.yaml"
-DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-DURATION_HINT = "use a duration such as 30s, 15m, 1h or 1h30m"
+DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+DURATION_HINT = "use a duration such as 30s, 15m, 1h, 1h30m or 2d"
 
 
 class PlaybookError(Exception):
@@ -32,8 +32,8 @@ def parse_duration(text: str) -> timedelta:
     match = DURATION.match(cleaned)
     if not cleaned or not match or not any(match.groups()):
         raise ValueError(f"{text!r} is not a duration; {DURATION_HINT}")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
     if duration <= timedelta(0):
         raise ValueError(f"{text!r} is zero; {DURATION_HINT}, or off")
     return duration
@@ -43,10 +43,10 @@ def format_duration(duration: timedelta | None) -> str:
     """The inverse of parse_duration, for showing a cadence back to people."""
     if duration is None:
         return "off"
-    seconds = int(duration.total_seconds())
+    days, seconds = divmod(int(duration.total_seconds()), 86400)
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{seconds}s" if seconds else "")
+    text = (f"{days}d" if days else "") + (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{seconds}s" if seconds else "")
     return text or "0s"
 
 
@@ -94,6 +94,30 @@ class Updates(BaseModel):
         return text
 
 
+def _time_of_day(value) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads a bare 09:00 as 540
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    try:
+        parsed = time.fromisoformat(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time of day; write it in UTC as HH:MM, like \"09:00\"") from None
+    if parsed.tzinfo is not None:
+        raise ValueError(f"{value!r} has a time zone; write it in UTC without one, like \"09:00\"")
+    return parsed
+
+
+class Actions(BaseModel):
+    """When owners of corrective actions hear about them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    remind_before: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(days=2)
+    # Time of day (UTC) of the reminder on the due date; the early one comes `remind_before` earlier.
+    remind_at: Annotated[time, BeforeValidator(_time_of_day)] = time(9, 0)
+
+
 class Playbook(BaseModel):
     """The policy the war room holds responders to."""
 
@@ -101,6 +125,7 @@ class Playbook(BaseModel):
 
     version: int = 1
     updates: Updates = Updates()
+    actions: Actions = Actions()
 
     def update_interval(self, severity: int) -> timedelta | None:
         """How often an incident of this severity owes stakeholders an update (None: no cadence)."""
@@ -113,6 +138,12 @@ class Playbook(BaseModel):
             return interval * float(Fraction(text))
         except ValueError:
             return parse_duration(text)
+
+
+    def action_reminder_times(self, due_on: date) -> tuple[datetime, datetime]:
+        """When the owner of an action due on `due_on` is reminded: (early, on the day)."""
+        on_the_day = datetime.combine(due_on, self.actions.remind_at, tzinfo=timezone.utc)
+        return on_the_day - self.actions.remind_before, on_the_day
 
 
 def load_playbook(path: Path | str | None = None) -> Playbook:

@@ -84,15 +84,45 @@ def environment() -> Environment:
     return env
 
 
+def markdown_cell(value) -> str:
+    """Text that stays inside one Markdown table cell and shows as typed (no HTML, no broken columns)."""
+    if value is None or value == "":
+        return ""
+    return (str(value).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\r\n", "\n").replace("\n", "<br>"))
+
+
+def utc_seconds(moment: datetime | None) -> str:
+    """A stored time as `2026-11-23 18:31:05 UTC`, for records where seconds matter."""
+    if moment is None:
+        return "—"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _unescaped_environment(**filters) -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.globals.update(ROLES=ROLES)
+    env.filters.update(filters)
+    return env
+
+
 @lru_cache(maxsize=1)
 def plain_environment() -> Environment:
     """For text a person will edit before it is posted (a draft in a form): nothing escaped,
     because it is escaped when it is finally posted, like anything else a person typed."""
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.globals.update(ROLES=ROLES)
-    env.filters.update(utc=utc)
-    return env
+    return _unescaped_environment(utc=utc)
+
+
+@lru_cache(maxsize=1)
+def markdown_environment() -> Environment:
+    """For Markdown files (exports, the postmortem): values go in as typed; table cells use `| cell`."""
+    return _unescaped_environment(utc=utc_seconds, cell=markdown_cell)
+
+
+def render_markdown(template_name: str, **context) -> str:
+    """Render a *.md.j2 template to Markdown."""
+    return markdown_environment().get_template(template_name).render(**context).strip()
 
 
 def render_plain(template_name: str, **context) -> str:

@@ -43,8 +43,11 @@ Sandbox commands:
 class SandboxTerminal:
     """A line-by-line Slack client over the stand-in: reads commands, prints what happened."""
 
-    def __init__(self, standin: SlackStandIn, simulator: SlackSimulator, user: str, out: TextIO):
+    def __init__(self, standin: SlackStandIn, simulator: SlackSimulator, user: str, out: TextIO,
+                 files_dir: Path | None = None):
         self.standin, self.simulator, self.out = standin, simulator, out
+        # Where files the bot shares (exports, postmortem drafts) are saved for the person to open.
+        self.files_dir = files_dir or Path("warroom-sandbox-files")
         self.user_id = self._user_id(user)
         self.channel_id = "C0GENERAL"
         self.seen: set[tuple[str, str]] = set()
@@ -165,6 +168,7 @@ class SandboxTerminal:
                 who = f"#{channel['name']}{' (thread)' if in_thread else ''} {self.user_name(message.get('user'))}"
                 self.say_message(who + (" :pushpin: pinned" if message["ts"] in pinned else ""),
                                  self.message_text(message))
+                self.save_files(message)
         for message in self.standin.dm_messages(self.user_id):
             if ("dm", message["ts"]) not in self.seen:
                 self.seen.add(("dm", message["ts"]))
@@ -180,6 +184,17 @@ class SandboxTerminal:
             if view["id"] not in self.seen_views and not view["closed"] and view["user"] == self.user_id:
                 self.seen_views.add(view["id"])
                 self.fill_in(view)
+
+    def save_files(self, message: dict) -> None:
+        """A file shared in a message is written to disk, as a person would download it."""
+        for shared in message.get("files") or []:
+            upload = next((f for f in self.standin.files() if f["id"] == shared["id"]), None)
+            if upload is None or upload["content"] is None:
+                continue
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            path = self.files_dir / Path(upload["name"]).name
+            path.write_bytes(upload["content"])
+            self.say(f"      [file] {upload['title'] or upload['name']}: saved to {path}")
 
     def fill_in(self, view: dict) -> None:
         """Ask for each of a form's inputs on the terminal, then submit it."""
@@ -278,7 +293,8 @@ class SandboxTerminal:
                 self.seen.add((channel["id"], message["ts"]))
 
 
-def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", lines=None, out: TextIO = sys.stdout) -> int:
+def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", lines=None,
+                out: TextIO = sys.stdout) -> int:
     """Start the stand-in and the bot, then hand the terminal to the person."""
     from waitress import create_server
 
@@ -305,7 +321,8 @@ def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", 
     bot_url = f"http://127.0.0.1:{server.effective_port}/slack/events"
     print(f"Warroom sandbox: bot on {bot_url}, Slack stand-in on {standin.base_url}, "
           f"database {database_path}, log {log_path}", file=out)
-    terminal = SandboxTerminal(standin, SlackSimulator(standin, bot_url, signing_secret), user, out)
+    terminal = SandboxTerminal(standin, SlackSimulator(standin, bot_url, signing_secret), user, out,
+                               files_dir=Path(database_path).resolve().with_name("warroom-sandbox-files"))
     try:
         if lines is None:
             terminal.run(sys.stdin, echo=not sys.stdin.isatty())

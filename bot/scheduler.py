@@ -18,15 +18,15 @@ from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot import cadence
-from bot.cadence import DeliveryFailed, ReminderDue
+from bot import reminders
+from bot.reminders import DeliveryFailed, Due
 from bot.db import utcnow
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MIN_LEASE = timedelta(seconds=10)
-Deliver = Callable[[ReminderDue], "str | None"]
+Deliver = Callable[[Due], "str | None"]
 
 
 class Ticker:
@@ -68,11 +68,11 @@ class Ticker:
         """Schedule what fell due, then claim and deliver it in batches; returns how many were handled."""
         now = utcnow()
         with self.runtime.transaction() as session:
-            cadence.schedule_due_reminders(session, now)
+            reminders.schedule_due_reminders(session, now)
         handled = 0
         while True:
             with self.runtime.transaction() as session:
-                batch = cadence.claim_due_reminders(session, self.owner, now, self.late_after, self.lease,
+                batch = reminders.claim_due_reminders(session, self.owner, now, self.late_after, self.lease,
                                                      limit=self.batch_size)
             if not batch:
                 return handled
@@ -81,7 +81,7 @@ class Ticker:
             self._record_deliveries(posted)
             handled += len(batch)
 
-    def _deliver_one(self, due: ReminderDue) -> str | None:
+    def _deliver_one(self, due: Due) -> str | None:
         """Post one reminder; its Slack ts ("" if none), or None after recording why it failed."""
         try:
             return self.deliver(due) or ""
@@ -94,14 +94,14 @@ class Ticker:
             self._record_failure(due, DeliveryFailed(type(exc).__name__))
         return None
 
-    def _record_deliveries(self, posted: list[tuple[ReminderDue, str]]) -> None:
+    def _record_deliveries(self, posted: list[tuple[Due, str]]) -> None:
         # One transaction per batch: if we die before it commits, the next holder of the lease
         # finds each reminder already in Slack (by its metadata key) and only records it.
         with self.runtime.transaction() as session:
             for due, slack_ts in posted:
-                if not cadence.mark_delivered(session, due, self.owner, slack_ts or None, utcnow()):
+                if not reminders.mark_delivered(session, due, self.owner, slack_ts or None, utcnow()):
                     log.warning("lease on reminder %s expired before it was recorded", due.reminder_id)
 
-    def _record_failure(self, due: ReminderDue, failure: DeliveryFailed) -> None:
+    def _record_failure(self, due: Due, failure: DeliveryFailed) -> None:
         with self.runtime.transaction() as session:
-            cadence.mark_failed(session, due, self.owner, failure, utcnow())
+            reminders.mark_failed(session, due, self.owner, failure, utcnow())

@@ -137,3 +137,44 @@ def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str
         if metadata.get("event_type") == event_type and (metadata.get("event_payload") or {}).get("key") == key:
             return message["ts"]
     return None
+
+
+def post_once(client: WebClient, channel: str, *, text: str, blocks: list, event_type: str, key: str,
+              since: datetime, maybe_posted: bool) -> str:
+    """Post a message tagged with `key` as metadata; its ts.
+
+    `channel` may be a user id (the bot's DM with them). When an earlier attempt may have posted
+    before its process died (`maybe_posted`), look for the key first, so nothing is posted twice.
+    """
+    if maybe_posted:
+        conversation = open_dm(client, channel) if channel.startswith(("U", "W")) else channel
+        already = find_message_by_metadata(client, conversation, event_type, key, oldest=since)
+        if already:
+            return already
+    metadata = {"event_type": event_type, "event_payload": {"key": key}}
+    return call("posting the reminder", client.chat_postMessage, channel=channel, text=text, blocks=blocks,
+                metadata=metadata)["ts"]
+
+
+def upload_file(client: WebClient, channel_id: str, *, filename: str, content: bytes, title: str,
+                comment: str) -> str:
+    """Share a file in a channel through Slack's external upload flow; the file's id."""
+    response = call("uploading the file", client.files_upload_v2, channel=channel_id, filename=filename,
+                    content=content, title=title, initial_comment=comment)
+    return response["file"]["id"]
+
+
+def display_names(client: WebClient, user_ids: set[str]) -> dict[str, str]:
+    """Names to show for user ids (display name, else real name); ids Slack won't describe are left out."""
+    names = {}
+    for user_id in sorted(user_ids):
+        try:
+            user = client.users_info(user=user_id)["user"]
+        except SlackApiError as exc:
+            log.warning("no name for %s: %s", user_id, _error_of(exc))
+            continue
+        profile = user.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or user.get("real_name") or user.get("name")
+        if name:
+            names[user_id] = name
+    return names

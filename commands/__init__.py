@@ -5,10 +5,13 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.runtime import Runtime
-from commands import declare, help, log, pins, roles, state, updates
+from slack_sdk import WebClient
+
+from bot.actions import ActionReminderDue
+from commands import actions, declare, help, log, pins, records, roles, state, updates
 from commands.router import Router
 
-FAMILIES = (declare, roles, log, state, updates, help, pins)
+FAMILIES = (declare, roles, log, state, updates, records, actions, help, pins)
 
 
 def register(app: App, runtime: Runtime) -> Router:
@@ -18,3 +21,10 @@ def register(app: App, runtime: Runtime) -> Router:
         family.register(router, app)
     router.register(app)
     return router
+
+
+def reminder_delivery(client: WebClient):
+    """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
+    for_updates = updates.deliver_reminder(client)
+    for_actions = actions.deliver_action_reminder(client)
+    return lambda due: for_actions(due) if isinstance(due, ActionReminderDue) else for_updates(due)

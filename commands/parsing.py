@@ -8,12 +8,14 @@ it again on the way out.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta, timezone
 
 from pydantic import BaseModel
 
 from bot.errors import UsageError
-from bot.incidents import ROLES, SEVERITIES, STATUSES, TITLE_MAX_CHARS
+from bot.db import utcnow
+from bot.export import FORMATS
+from bot.incidents import MARKS, ROLES, SEVERITIES, STATUSES, TITLE_MAX_CHARS
 from bot.playbook import parse_duration
 from bot.render import escape_mrkdwn
 
@@ -33,6 +35,13 @@ USAGE = {
     "update": "`/incident update <what happened, impact, status, next steps, asks>`, or `/incident update` alone for a drafted form",
     "cadence": "`/incident cadence <30s|15m|1h|off>`",
     "snooze": "`/incident snooze <15m>`",
+    "mark": "`/incident mark <impact-start|detected> <UTC time, like 2026-11-23 14:05 or 14:05>`",
+    "action": "`/incident action @owner YYYY-MM-DD <what> [verify: <how we will know it works>]`, "
+              "`/incident action <n> verify: <how we will know it works>`, "
+              "`/incident action done <n> [note]` or `/incident action verified <n> <how it was verified>`",
+    "actions": "`/incident actions`",
+    "export": "`/incident export [md|json|csv]` (Markdown if not given)",
+    "postmortem": "`/incident postmortem`",
     "help": "`/incident help`",
 }
 
@@ -63,6 +72,24 @@ class SeverityRequest(BaseModel):
 
 class DurationRequest(BaseModel):
     duration: timedelta | None  # None: off
+
+
+class MarkRequest(BaseModel):
+    mark: str
+    when: datetime
+
+
+class ActionRequest(BaseModel):
+    owner_id: str
+    due_on: date
+    text: str
+    verification: str = ""
+
+
+class ActionStateRequest(BaseModel):
+    state: str  # done | verified | verification (how it will be verified, added later)
+    number: int
+    text: str = ""
 
 
 class StatusRequest(BaseModel):
@@ -158,12 +185,17 @@ def parse_sev(args: str) -> SeverityRequest:
     )
 
 
+def parse_keyword(subcommand: str, word: str, choices, *, not_a: str, missing: str) -> str:
+    """One of `choices`, case-insensitively, or a UsageError listing them."""
+    if word.lower() not in choices:
+        shown = f"`{human_text(word)}` is not {not_a}" if word else missing
+        raise usage_error(subcommand, f"{shown}: use one of {', '.join(choices)}.")
+    return word.lower()
+
+
 def parse_status(args: str) -> StatusRequest:
     first, _, rest = args.partition(" ")
-    status = first.lower()
-    if status not in STATUSES:
-        shown = f"`{human_text(first)}` is not a status" if first else "Give the new status"
-        raise usage_error("status", f"{shown}: use one of {', '.join(STATUSES)}.")
+    status = parse_keyword("status", first, STATUSES, not_a="a status", missing="Give the new status")
     return StatusRequest(status=status, note=checked_text("status", rest, "note", required=False))
 
 
@@ -182,3 +214,81 @@ def parse_duration_argument(subcommand: str, args: str, *, allow_off: bool) -> D
         shown = f"`{human_text(args)}` is not a duration" if text else "Give a duration"
         raise usage_error(subcommand, f"{shown}: write it like 30s, 15m, 1h or 1h30m"
                           + (", or off." if allow_off else ".")) from None
+
+
+VERIFY_MARKER = re.compile(r"\bverify:", re.IGNORECASE)
+ACTION_NUMBER = re.compile(r"^[aA]?(\d+)$")
+
+
+def parse_mention(subcommand: str, word: str, what: str = "person") -> str:
+    match = MENTION.match(word)
+    if not match:
+        shown = f"`{human_text(word)}` is not a mention" if word else f"The {what} is missing"
+        raise usage_error(subcommand, f"{shown}. Type @ and pick the {what} from Slack's list.")
+    return match.group(1)
+
+
+def parse_utc_time(subcommand: str, text: str, now: datetime | None = None) -> datetime:
+    """A moment people type: `2026-11-23 14:05`, ISO 8601 with Z or an offset, or `14:05` alone
+    (the latest such time, today or yesterday). Times without an offset are UTC."""
+    now = now or utcnow()
+    cleaned = human_text(text).strip()
+    bare = re.sub(r"\s*UTC$", "", cleaned, flags=re.IGNORECASE)
+    try:
+        if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", bare):
+            clock = time(*(int(part) for part in bare.split(":")))
+            moment = datetime.combine(now.date(), clock, tzinfo=timezone.utc)
+            return moment if moment <= now else moment - timedelta(days=1)
+        moment = datetime.fromisoformat(bare)
+    except ValueError:
+        shown = f"`{cleaned}` is not a time" if cleaned else "The time is missing"
+        raise usage_error(subcommand, f"{shown}: write it in UTC like `2026-11-23 14:05`, `14:05`, "
+                                      "or with an offset like `2026-11-23T15:05+01:00`.") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_mark(args: str) -> MarkRequest:
+    first, _, rest = args.partition(" ")
+    mark = parse_keyword("mark", first, tuple(MARKS), not_a="something to mark", missing="Say what to mark")
+    return MarkRequest(mark=mark, when=parse_utc_time("mark", rest))
+
+
+def parse_action(args: str) -> ActionRequest | ActionStateRequest:
+    first, _, rest = args.partition(" ")
+    if first.lower() in ("done", "verified"):
+        state = first.lower()
+        number_word, _, text = rest.strip().partition(" ")
+        match = ACTION_NUMBER.match(number_word)
+        if not match:
+            shown = (f"`{human_text(number_word)}` is not an action number" if number_word
+                     else "Give the action's number")
+            raise usage_error("action", f"{shown}: see them with `/incident actions` (A1 is 1).")
+        text = checked_text("action", text, "verification evidence" if state == "verified" else "note",
+                            required=state == "verified")
+        return ActionStateRequest(state=state, number=int(match.group(1)), text=text)
+    number = ACTION_NUMBER.match(first)
+    if number and VERIFY_MARKER.match(rest.strip()):
+        how = checked_text("action", VERIFY_MARKER.split(rest, maxsplit=1)[1], "verification", required=True)
+        return ActionStateRequest(state="verification", number=int(number.group(1)), text=how)
+    owner_id = parse_mention("action", first, "owner")
+    due_word, _, rest = rest.strip().partition(" ")
+    try:
+        due_on = date.fromisoformat(due_word)
+    except ValueError:
+        shown = f"`{human_text(due_word)}` is not a date" if due_word else "The due date is missing"
+        raise usage_error("action", f"{shown}: write it as YYYY-MM-DD, like 2026-12-04.") from None
+    what, verification, found = rest, "", VERIFY_MARKER.search(rest)
+    if found:
+        what, verification = rest[:found.start()], rest[found.end():]
+    text = checked_text("action", what, "action", required=True)
+    verification = checked_text("action", verification, "verification", required=bool(found))
+    return ActionRequest(owner_id=owner_id, due_on=due_on, text=text, verification=verification)
+
+
+def parse_export_format(args: str) -> str:
+    fmt = args.strip().lower() or "md"
+    if fmt not in FORMATS:
+        raise usage_error("export", f"`{human_text(args)}` is not an export format: use md, json or csv.")
+    return fmt

@@ -16,10 +16,11 @@ from slack_sdk.models.views import View
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import cadence, incidents, slack_io
-from bot.cadence import DeliveryFailed, ReminderDue
+from bot.cadence import ReminderDue
 from bot.errors import UsageError
 from bot.incidents import ROLES, Change
 from bot.render import fit_escaped, render, render_plain
+from bot.reminders import DeliveryFailed
 from bot.runtime import Runtime
 from commands.messages import section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument
@@ -86,16 +87,8 @@ def deliver_reminder(client: WebClient):
     """
 
     def post_once(channel: str, text: str, blocks: list, due: ReminderDue) -> str:
-        """Post to a channel, or to a person's DM when `channel` is their user id."""
-        if due.attempts > 1:
-            conversation = slack_io.open_dm(client, channel) if channel.startswith(("U", "W")) else channel
-            already = slack_io.find_message_by_metadata(client, conversation, REMINDER_EVENT, due.dedupe_key,
-                                                        oldest=due.due_at)
-            if already:
-                return already
-        metadata = {"event_type": REMINDER_EVENT, "event_payload": {"key": due.dedupe_key}}
-        return slack_io.call("posting the reminder", client.chat_postMessage, channel=channel, text=text,
-                             blocks=blocks, metadata=metadata)["ts"]
+        return slack_io.post_once(client, channel, text=text, blocks=blocks, event_type=REMINDER_EVENT,
+                                  key=due.dedupe_key, since=due.due_at, maybe_posted=due.attempts > 1)
 
     def deliver(due: ReminderDue) -> str | None:
         text = render("reminder.slack.j2", due=due)

@@ -31,7 +31,7 @@ BOT_TOKEN = "xoxb-standin"
 ANNOUNCE_CHANNEL = "C0INCIDENTS"
 POSTGRES_ADMIN_URL = os.environ.get("WARROOM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("WARROOM_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
-TABLES_CHILD_FIRST = ("reminder", "timeline_entry", "role_assignment", "processed_event", "incident")
+TABLES_CHILD_FIRST = ("reminder", "corrective_action", "timeline_entry", "role_assignment", "processed_event", "incident")
 
 
 def free_port() -> int:
@@ -175,6 +175,26 @@ def start_bot(database: Database, standin, log_dir: Path, name: str = "bot", **e
     return process
 
 
+@contextmanager
+def bot_with_playbook(request, tmp_path_factory, standin, name: str, playbook_text: str, **env):
+    """A fresh database on the backend `request.param` names and a bot running this playbook.
+
+    For module-scoped fixtures parametrised over ["sqlite", "postgresql"]; a backend left out of
+    WARROOM_TEST_BACKENDS is skipped. Yields (database, bot process, playbook path, tmp dir).
+    """
+    if request.param not in BACKENDS:
+        pytest.skip(f"{request.param} not in WARROOM_TEST_BACKENDS")
+    tmp = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    playbook = tmp / "playbook.yaml"
+    playbook.write_text(playbook_text)
+    with fresh_database(request.param, tmp) as database:
+        process = start_bot(database, standin, tmp, name=name, WARROOM_PLAYBOOK=str(playbook), **env)
+        try:
+            yield database, process, playbook, tmp
+        finally:
+            process.stop()
+
+
 @pytest.fixture(scope="session")
 def bot(database, standin, tmp_path_factory):
     process = start_bot(database, standin, tmp_path_factory.mktemp("logs"))
@@ -182,8 +202,8 @@ def bot(database, standin, tmp_path_factory):
     process.stop()
 
 
-@pytest.fixture
-def slack(bot, database, standin):
+@contextmanager
+def clean_slack(bot: BotProcess, database: Database, standin):
     """A clean workspace and database, and a Slack that delivers to the running bot."""
     from bot.slack_standin.simulator import SlackSimulator
 
@@ -191,4 +211,10 @@ def slack(bot, database, standin):
     standin.reset()
     yield SlackSimulator(standin, f"{bot.url}/slack/events", SIGNING_SECRET)
     standin.wait_until_quiet()  # the bot's after-ack work must not leak into the next test
+
+
+@pytest.fixture
+def slack(bot, database, standin):
+    with clean_slack(bot, database, standin) as simulator:
+        yield simulator
 

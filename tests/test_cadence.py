@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import SIGNING_SECRET, eventually, fresh_database, start_bot
+from tests.conftest import bot_with_playbook, clean_slack, eventually
 
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"
 GENERAL = "C0GENERAL"
@@ -25,30 +25,20 @@ updates:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def cadence_env(request, tmp_path_factory, standin):
-    from tests.conftest import BACKENDS
-
-    if request.param not in BACKENDS:
-        pytest.skip(f"{request.param} not in WARROOM_TEST_BACKENDS")
-    tmp = tmp_path_factory.mktemp(f"cadence-{request.param}")
-    playbook = tmp / "playbook.yaml"
-    playbook.write_text(FAST_PLAYBOOK)
-    with fresh_database(request.param, tmp) as database:
-        bot = start_bot(database, standin, tmp, name="cadence-bot", WARROOM_PLAYBOOK=str(playbook),
-                        WARROOM_TICK="1s", WARROOM_UPDATES_CHANNEL=STAKEHOLDERS)
+    with bot_with_playbook(request, tmp_path_factory, standin, "cadence-bot", FAST_PLAYBOOK,
+                           WARROOM_TICK="1s", WARROOM_UPDATES_CHANNEL=STAKEHOLDERS) as (database, bot, playbook, _):
         yield database, bot, playbook
-        bot.stop()
 
 
 @pytest.fixture
 def room(cadence_env, standin):
     """A clean slate and a helper that declares an incident and returns its channel id."""
-    from bot.slack_standin.simulator import SlackSimulator
-
     database, bot, _ = cadence_env
-    database.empty()
-    standin.reset()
-    slack = SlackSimulator(standin, f"{bot.url}/slack/events", SIGNING_SECRET)
+    with clean_slack(bot, database, standin) as slack:
+        yield slack, database, _declarer(slack, database, standin)
 
+
+def _declarer(slack, database, standin):
     def declare(severity="sev1", title="Refund bot hallucinating policy", comms=BOB):
         slack.command(ALICE, GENERAL, f"declare {severity} {title}")
         channel = eventually(lambda: database.scalar("SELECT channel_id FROM incident ORDER BY id DESC"))
@@ -56,9 +46,7 @@ def room(cadence_env, standin):
         if comms:
             slack.command(ALICE, channel, f"role comms <@{comms}>")
         return channel
-
-    yield slack, database, declare
-    standin.wait_until_quiet()
+    return declare
 
 
 def reminders(standin, channel, kind="update_due"):

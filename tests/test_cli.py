@@ -60,6 +60,8 @@ def test_sandbox_runs_the_core_loop_offline(tmp_path):
         ":pin 3",
         "/incident decision Roll back prompt template v14 to v13",
         "/incident timeline",
+        "/incident status resolved rolled back",
+        "/incident postmortem",
         ":quit",
     ]) + "\n"
     env = {key: value for key, value in __import__("os").environ.items() if not key.startswith("SLACK_")}
@@ -73,21 +75,28 @@ def test_sandbox_runs_the_core_loop_offline(tmp_path):
     timeline = out.split("*Timeline of INC-1*", 1)[1]
     assert timeline.index("declared the incident") < timeline.index("made @bob") \
         < timeline.index("the bot promised a 90-day refund") < timeline.index("decided:* Roll back")
+    # The postmortem draft is shared in the room and saved where the person can open it.
+    draft = tmp_path / "warroom-sandbox-files" / "inc-1-postmortem.md"
+    assert f"[file] Postmortem draft: INC-1: saved to {draft}" in out
+    assert "| Roll back prompt template v14 to v13 |" in draft.read_text(encoding="utf-8")
 
 
 def test_a_bad_playbook_stops_start_up_naming_each_bad_field(tmp_path, standin):
     playbook = tmp_path / "playbook.yaml"
-    playbook.write_text("updates:\n  cadence:\n    sev1: 15x\n    sev9: 5m\n  escalation_grace: soon\n")
+    playbook.write_text("updates:\n  cadence:\n    sev1: 15x\n    sev9: 5m\n  escalation_grace: soon\n"
+                        "actions:\n  remind_before: 2x\n  remind_at: '25:00'\n")
     env = {**bot_environment(f"sqlite:///{tmp_path / 'x.db'}", standin), "WARROOM_PLAYBOOK": str(playbook)}
     result = warroom("serve", env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [
         "warroom: playbook.yaml: updates.cadence.sev1: '15x' is not a duration; use a duration such as 30s, 15m, "
-        "1h or 1h30m",
+        "1h, 1h30m or 2d",
         "playbook.yaml: updates.cadence.sev9: is not a playbook setting (check the spelling)",
         "playbook.yaml: updates.escalation_grace: 'soon' is not a duration; use a duration such as 30s, 15m, "
-        "1h or 1h30m",
+        "1h, 1h30m or 2d",
+        "playbook.yaml: actions.remind_before: '2x' is not a duration; use a duration such as 30s, 15m, 1h, 1h30m or 2d",
+        "playbook.yaml: actions.remind_at: '25:00' is not a time of day; write it in UTC as HH:MM, like \"09:00\"",
     ]
 
 

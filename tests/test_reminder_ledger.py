@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from bot import cadence, incidents
-from bot.cadence import DeliveryFailed
+from bot import incidents, reminders
+from bot.reminders import DeliveryFailed
 from bot.playbook import Playbook
 
 PLAYBOOK = Playbook()
@@ -30,13 +30,13 @@ def owed(database):
                         {"due": now - timedelta(seconds=1), "later": now + timedelta(hours=1)})
     for _ in range(2):  # scheduling twice (two processes) owes each reminder once
         with database.sessions.begin() as session:
-            cadence.schedule_due_reminders(session, now)
+            reminders.schedule_due_reminders(session, now)
     return database, now
 
 
 def claim(database, owner, now, limit=100):
     with database.sessions.begin() as session:
-        return cadence.claim_due_reminders(session, owner, now, LATE_AFTER, LEASE, limit=limit)
+        return reminders.claim_due_reminders(session, owner, now, LATE_AFTER, LEASE, limit=limit)
 
 
 def test_scheduling_is_idempotent_and_only_what_is_due(owed):
@@ -77,8 +77,8 @@ def test_failures_back_off_and_permanent_ones_close_with_a_timeline_entry(owed):
     database, now = owed
     transient, permanent = claim(database, "me", now, limit=2)
     with database.sessions.begin() as session:
-        cadence.mark_failed(session, transient, "me", DeliveryFailed("HTTP 500"), now)
-        cadence.mark_failed(session, permanent, "me", DeliveryFailed("channel_not_found", permanent=True), now)
+        reminders.mark_failed(session, transient, "me", DeliveryFailed("HTTP 500"), now)
+        reminders.mark_failed(session, permanent, "me", DeliveryFailed("channel_not_found", permanent=True), now)
     rows = {r["id"]: r for r in database.rows("SELECT id, outcome, last_error, claimed_by FROM reminder")}
     assert rows[transient.reminder_id]["outcome"] is None and rows[transient.reminder_id]["claimed_by"] is None
     assert rows[permanent.reminder_id]["outcome"] == "failed"
@@ -91,9 +91,9 @@ def test_a_delivery_is_recorded_once_and_only_by_the_lease_holder(owed):
     database, now = owed
     due = claim(database, "holder", now, limit=1)[0]
     with database.sessions.begin() as session:
-        assert cadence.mark_delivered(session, due, "someone-else", "1.0", now) is False
+        assert reminders.mark_delivered(session, due, "someone-else", "1.0", now) is False
     with database.sessions.begin() as session:
-        assert cadence.mark_delivered(session, due, "holder", "1.0", now) is True
+        assert reminders.mark_delivered(session, due, "holder", "1.0", now) is True
     with database.sessions.begin() as session:
-        assert cadence.mark_delivered(session, due, "holder", "1.0", now) is False
+        assert reminders.mark_delivered(session, due, "holder", "1.0", now) is False
     assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'reminder'") == 1

@@ -17,7 +17,8 @@ import pytest
 import requests
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.signature import SignatureVerifier
 
 from bot.slack_standin import build_method_table
@@ -427,6 +428,174 @@ def test_other_faults_and_delay(client, standin):
     started = time.monotonic()
     assert client.auth_test()["ok"] is True
     assert time.monotonic() - started >= 0.3
+
+
+# -------------------------------------------------------------- file uploads
+TIMELINE = "# INC-42 timeline\n14:05 Zoë — 東京 ✓ failover started\n"
+
+
+def upload_bytes(client, standin, content: bytes, filename: str = "timeline.md") -> str:
+    """Steps 1 and 2 of the external upload by hand; the file id, not yet completed."""
+    ticket = client.files_getUploadURLExternal(filename=filename, length=len(content))
+    posted = requests.post(ticket["upload_url"], data=content)
+    assert (posted.status_code, posted.text) == (200, f"OK - {len(content)}")
+    return ticket["file_id"]
+
+
+def test_upload_v2_lands_in_the_channel_with_its_bytes_intact(client, standin):
+    uploaded = client.files_upload_v2(channel="C0INCIDENTS", filename="inc-42.md", content=TIMELINE,
+                                      title="INC-42 timeline", initial_comment="Timeline for <@U0ALICE>")
+    file_id = uploaded["file"]["id"]
+    assert file_id.startswith("F") and uploaded["files"][0]["title"] == "INC-42 timeline"
+    assert [c["method"] for c in standin.calls()] == ["files.getUploadURLExternal", "upload",
+                                                     "files.completeUploadExternal"]
+    assert standin.calls("upload")[0]["args"] == {"file_id": file_id, "bytes": len(TIMELINE.encode())}
+    [shared] = standin.files("incidents")
+    assert shared["content"] == TIMELINE.encode("utf-8") and shared["content"].decode() == TIMELINE
+    assert (shared["id"], shared["name"], shared["title"]) == (file_id, "inc-42.md", "INC-42 timeline")
+    assert shared["size"] == shared["length"] == len(TIMELINE.encode("utf-8")) != len(TIMELINE)
+    assert (shared["channels"], shared["initial_comment"]) == (["C0INCIDENTS"], "Timeline for <@U0ALICE>")
+    # In the channel it is one file_share message by the bot, the comment as its text.
+    message = standin.message("C0INCIDENTS", shared["message_ts"])
+    assert (message["text"], message["user"], message["bot_id"], message["subtype"]) \
+        == ("Timeline for <@U0ALICE>", BOT_USER_ID, "B0WARROOM", "file_share")
+    assert message["mentions"] == ["<@U0ALICE>"]
+    [in_message] = message["files"]
+    assert (in_message["id"], in_message["name"], in_message["size"]) == (file_id, "inc-42.md", shared["size"])
+    assert in_message["channels"] == ["C0INCIDENTS"] and "content" not in in_message
+    history = client.conversations_history(channel="C0INCIDENTS")["messages"]
+    assert [(m["text"], [f["id"] for f in m["files"]]) for m in history] == [("Timeline for <@U0ALICE>", [file_id])]
+    assert standin.files("C0GENERAL") == []
+
+
+def test_upload_into_a_thread_a_dm_and_without_a_comment(client, standin):
+    parent = client.chat_postMessage(channel="C0INCIDENTS", text="INC-42 declared")["ts"]
+    client.files_upload_v2(channel="C0INCIDENTS", thread_ts=parent, filename="notes.txt", content=b"\x00\xffraw",
+                           initial_comment="Exported")
+    replies = client.conversations_replies(channel="C0INCIDENTS", ts=parent)["messages"]
+    assert [m["text"] for m in replies] == ["INC-42 declared", "Exported"]
+    assert replies[1]["files"][0]["name"] == "notes.txt" and replies[0]["reply_count"] == 1
+    assert [m["text"] for m in client.conversations_history(channel="C0INCIDENTS")["messages"]] \
+        == ["INC-42 declared"]
+    assert standin.files("C0INCIDENTS")[0]["content"] == b"\x00\xffraw"
+    dm_id = client.conversations_open(users="U0BOB")["channel"]["id"]
+    client.files_upload_v2(channel=dm_id, filename="for-bob.csv", content="a,b\n")
+    [message] = standin.dm_messages("U0BOB")
+    assert message["text"] == "" and message["files"][0]["title"] == "for-bob.csv"  # title defaults to the name
+    assert standin.files(dm_id)[0]["message_ts"] == message["ts"]
+
+
+def test_upload_to_a_channel_the_bot_cannot_post_in_is_refused(client, standin):
+    outside = standin.create_channel("people-only", ["U0ALICE"])
+    assert error_code(lambda: client.files_upload_v2(channel=outside["id"], filename="a.txt", content="x")) \
+        == "not_in_channel"
+    assert error_code(lambda: client.files_upload_v2(channel="C0NOPE", filename="a.txt", content="x")) \
+        == "channel_not_found"
+    hidden = standin.create_channel("secret", ["U0ALICE"], is_private=True)
+    assert error_code(lambda: client.files_upload_v2(channel=hidden["id"], filename="a.txt", content="x")) \
+        == "channel_not_found"
+    # channel_id takes a conversation id only, as Slack checks: not a user id or a #name.
+    for not_an_id in ("U0ALICE", "#incidents"):
+        refused = slack_error(lambda ref=not_an_id: client.files_upload_v2(channel=ref, filename="a.txt", content="x"))
+        assert refused.response["error"] == "invalid_arguments"
+        assert "[json-pointer:/channel_id]" in refused.response["response_metadata"]["messages"][0]
+    # Refused completions share nothing and leave the uploads pending.
+    assert standin.messages(outside["id"]) == [] and standin.files(outside["id"]) == []
+    assert [(f["uploaded"], f["completed"]) for f in standin.files()] == [(True, False)] * 5
+
+
+def test_complete_refuses_files_it_has_no_bytes_for(client, standin):
+    assert error_code(lambda: client.files_completeUploadExternal(files=[{"id": "F0NOPE"}],
+                                                                  channel_id="C0INCIDENTS")) == "file_not_found"
+    ticket = client.files_getUploadURLExternal(filename="empty-handed.txt", length=3)
+    assert error_code(lambda: client.files_completeUploadExternal(files=[{"id": ticket["file_id"]}],
+                                                                  channel_id="C0INCIDENTS")) == "file_not_found"
+    file_id = upload_bytes(client, standin, b"abc")
+    # One unknown id refuses the whole call: the good file is not shared either.
+    assert error_code(lambda: client.files_completeUploadExternal(
+        files=[{"id": file_id}, {"id": "F0NOPE"}], channel_id="C0INCIDENTS")) == "file_not_found"
+    assert standin.messages("C0INCIDENTS") == []
+    client.files_completeUploadExternal(files=[{"id": file_id, "title": "ABC"}], channel_id="C0INCIDENTS")
+    # The upload ticket is spent: completing again or re-posting bytes finds nothing.
+    assert error_code(lambda: client.files_completeUploadExternal(files=[{"id": file_id}],
+                                                                  channel_id="C0INCIDENTS")) == "file_not_found"
+    auth = {"Authorization": "Bearer xoxb-standin"}
+    for files in ("[{not json", "[]", json.dumps([{"title": "no id"}])):
+        refused = requests.post(standin.api_url + "files.completeUploadExternal", headers=auth,
+                                data={"files": files, "channel_id": "C0INCIDENTS"}).json()
+        assert refused["error"] == "invalid_arguments" and "/files" in refused["response_metadata"]["messages"][0]
+    assert [m["files"][0]["title"] for m in standin.messages("C0INCIDENTS")] == ["ABC"]
+
+
+@pytest.mark.parametrize("args, error", [
+    ({"filename": "a.txt"}, "invalid_arguments"),
+    ({"length": 5}, "invalid_arguments"),
+    ({"filename": "a.txt", "length": "five"}, "invalid_arguments"),
+    ({"filename": "a.txt", "length": -5}, "invalid_arguments"),
+    ({"filename": "a.txt", "length": 0}, "missing_argument"),
+    ({"filename": "a.py", "length": 1024 ** 2 + 1, "snippet_type": "python"}, "snippet_too_large"),
+    ({"filename": "huge.bin", "length": 1024 ** 3 + 1}, "file_upload_size_restricted"),
+    ({"filename": "a.png", "length": 5, "alt_txt": "a" * 1001}, "alt_txt_too_large"),
+])
+def test_get_upload_url_refusals(client, standin, args, error):
+    assert error_code(lambda: client.api_call("files.getUploadURLExternal", params=args)) == error
+    assert standin.files() == []
+
+
+def test_upload_url_takes_raw_bytes_or_a_multipart_file(client, standin):
+    ticket = client.files_getUploadURLExternal(filename="data.bin", length=6)
+    binary = b"\r\n--\x00\xff"
+    as_form = requests.post(ticket["upload_url"], files={"filename": ("data.bin", binary)})
+    assert (as_form.status_code, as_form.text) == (200, "OK - 6")
+    assert standin.files()[0]["content"] == binary
+    assert requests.post(ticket["upload_url"], files={"file": ("data.bin", b"second")}).text == "OK - 6"
+    assert standin.files()[0]["content"] == b"second"
+    assert requests.post(standin.base_url + "/upload/v1/made-up", data=b"x").status_code == 404
+    assert requests.get(ticket["upload_url"]).status_code == 405
+    assert [c["http_status"] for c in standin.calls("upload")] == [200, 200, 404]
+
+
+def test_faults_on_the_upload_methods(client, standin):
+    standin.fail_next("files.getUploadURLExternal", retry_after=3)
+    refused = slack_error(lambda: client.files_upload_v2(channel="C0INCIDENTS", filename="a.txt", content="x"))
+    assert (refused.response.status_code, refused.response["error"]) == (429, "ratelimited")
+    assert standin.files() == []
+    standin.fail_next("files.completeUploadExternal", status=500)
+    refused = slack_error(lambda: client.files_upload_v2(channel="C0INCIDENTS", filename="a.txt", content="x"))
+    assert (refused.response.status_code, refused.response["error"]) == (500, "fatal_error")
+    assert standin.messages("C0INCIDENTS") == [] and standin.files("C0INCIDENTS") == []
+    # A client that retries server errors gets the file shared once.
+    retrying = WebClient(token="xoxb-standin", base_url=standin.api_url, retry_handlers=[
+        ServerErrorRetryHandler(max_retry_count=1, interval_calculator=FixedValueRetryIntervalCalculator(0))])
+    standin.fail_next("files.completeUploadExternal", status=500)
+    assert retrying.files_upload_v2(channel="C0INCIDENTS", filename="b.txt", content="y")["file"]["name"] == "b.txt"
+    assert [c["http_status"] for c in standin.calls("files.completeUploadExternal")] == [500, 500, 200]
+    assert [f["name"] for f in standin.files("C0INCIDENTS")] == ["b.txt"]
+    assert len(standin.messages("C0INCIDENTS")) == 1
+
+
+def test_an_upload_that_is_not_completed_or_not_shared_shows_nowhere(client, standin):
+    pending = upload_bytes(client, standin, "Zoë — 東京 ✓".encode())
+    [upload] = standin.files()
+    assert (upload["id"], upload["content"].decode(), upload["completed"]) == (pending, "Zoë — 東京 ✓", False)
+    assert (upload["channels"], upload["message_ts"], upload["file"]) == ([], None, None)
+    assert standin.files("C0INCIDENTS") == [] and standin.messages("C0INCIDENTS") == []
+    # Completed without a channel, the file is private to the bot: stored, in no channel.
+    private = upload_bytes(client, standin, b"private", filename="private.txt")
+    assert client.files_completeUploadExternal(files=[{"id": private}])["files"][0]["id"] == private
+    assert [(f["id"], f["completed"], f["channels"]) for f in standin.files()] \
+        == [(pending, False, []), (private, True, [])]
+    assert all(standin.messages(c["id"]) == [] for c in standin.channels()) and standin.ims() == []
+
+
+def test_uploads_in_state_and_reset(client, standin):
+    client.files_upload_v2(channel="C0GENERAL", filename="a.txt", content="Zoë")
+    [state_file] = requests.get(standin.base_url + "/_standin/state").json()["files"]
+    assert state_file["name"] == "a.txt" and state_file["content_base64"] == "Wm/Dqw=="
+    ticket = client.files_getUploadURLExternal(filename="b.txt", length=1)
+    standin.reset()
+    assert standin.files() == []
+    assert requests.post(ticket["upload_url"], data=b"x").status_code == 404
 
 
 # --------------------------------------------------------------------- views

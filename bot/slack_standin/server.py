@@ -9,7 +9,8 @@ methods exist and which arguments they require comes from Slack's own OpenAPI
 description (see ``build_method_table.py``), tightened where real Slack is
 stricter than that 2021 file.
 
-Besides the Web API it serves ``response_url`` targets (``/response/<token>``)
+Besides the Web API it serves ``response_url`` targets (``/response/<token>``),
+the upload URLs of Slack's external file upload flow (``/upload/v1/<token>``)
 and a read-only JSON dump of its state (``/_standin/state``) for other
 processes; tests inspect the state in-process through plain Python methods.
 """
@@ -19,18 +20,20 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import mimetypes
 import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Self
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from .blockkit import MAX_MESSAGE_BLOCKS, MAX_VIEW_BLOCKS, block_problems, find_mentions, text_object_problems
 
@@ -65,6 +68,11 @@ MAX_VIEW_TITLE = 24
 MAX_VIEW_STACK = 3
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+# files.getUploadURLExternal (https://api.slack.com/methods/files.getUploadURLExternal):
+# snippets are limited to 1 MB, alt_txt to 1000 characters; Slack takes files up to 1 GB.
+MAX_FILE_BYTES = 1024 ** 3
+MAX_SNIPPET_BYTES = 1024 ** 2
+MAX_ALT_TXT_CHARS = 1000
 
 # --------------------------------------------------------------------------
 # Where Slack's 2021 OpenAPI file is looser than slack.com really is.
@@ -105,6 +113,17 @@ CHANNEL_NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 # User ids (W… on Enterprise Grid); chat.postMessage takes one as "the bot's DM with them".
 USER_ID_PATTERN = re.compile(r"^[UW][A-Z0-9]+$")
 REACTION_NAME_PATTERN = re.compile(r"^[a-z0-9_+'-]+(::skin-tone-[2-6])?$")
+# files.completeUploadExternal's channel_id must be a conversation id: Slack checks it against
+# ^[CGDZ][A-Z0-9]{8,}$ (a user id or a #name is refused).  The stand-in's own ids are shorter
+# than Slack's (DU0BOB), so only the kind of id is checked here, not its length.
+CONVERSATION_ID_PATTERN = re.compile(r"^[CGDZ][A-Z0-9]+$")
+CONVERSATION_ID_PATTERN_TEXT = "^[CGDZ][A-Z0-9]{8,}$"
+# Slack's filetype and pretty_type for the extensions an incident bot uploads; others are "binary".
+FILETYPES = {
+    "txt": ("text", "Plain Text"), "md": ("markdown", "Markdown (raw)"), "csv": ("csv", "CSV"),
+    "json": ("json", "JSON"), "pdf": ("pdf", "PDF"), "png": ("png", "PNG"), "html": ("html", "HTML"),
+    "log": ("text", "Plain Text"), "yaml": ("yaml", "YAML"), "yml": ("yaml", "YAML"),
+}
 # Fields the stand-in keeps on a message for tests; Slack never returns them.
 STANDIN_ONLY_MESSAGE_FIELDS = ("channel", "mentions")
 
@@ -262,7 +281,7 @@ def _load_method_table() -> dict[str, list[str]]:
 
 
 # Web API method name -> implementation, filled by @_implements below.
-_IMPLEMENTATIONS: dict[str, Callable[["SlackStandIn", dict], dict]] = {}
+_IMPLEMENTATIONS: dict[str, Callable[[SlackStandIn, dict], dict]] = {}
 
 
 def _implements(method: str):
@@ -295,7 +314,7 @@ class SlackStandIn:
         self._seed()
 
     # ------------------------------------------------------------------ life
-    def start(self) -> "SlackStandIn":
+    def start(self) -> Self:
         handler = type("_BoundHandler", (_RequestHandler,), {"standin": self})
         self._server = _StandInHTTPServer((self._host, self._port), handler)
         self._server.daemon_threads = True
@@ -312,10 +331,10 @@ class SlackStandIn:
             self._thread.join(timeout=5)
             self._server = self._thread = None
 
-    def __enter__(self) -> "SlackStandIn":
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     @property
@@ -346,6 +365,9 @@ class SlackStandIn:
             self._responses: list[dict] = []
             self._response_urls: dict[str, dict] = {}
             self._triggers: dict[str, dict] = {}
+            # Uploads by file id, and the upload URL tokens that lead to them.
+            self._files: dict[str, dict] = {}
+            self._upload_tokens: dict[str, str] = {}
             self._calls: list[dict] = []
             self._faults.clear()
             self._delays.clear()
@@ -629,6 +651,101 @@ class SlackStandIn:
         """The user's open modals, root first (Slack shows one stack per user)."""
         return [v for v in self._views.values() if v["user"] == user_id and not v["closed"]]
 
+    # --------------------------------------------------------------- files
+    def _public_file(self, record: dict, with_shares: bool = True) -> dict:
+        """A file object as Slack shows it in a file_share message; never the bytes.
+
+        files.completeUploadExternal answers before Slack has shared the file
+        (sharing is asynchronous there), so its answer lists no channels or
+        shares: ``with_shares=False``.  The message in the channel is the proof.
+        """
+        name = record["name"]
+        extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        filetype, pretty_type = FILETYPES.get(extension, ("binary", "Binary"))
+        channels, groups, ims, shares = [], [], [], {}
+        for channel_id, ts in record["shares"].items() if with_shares else ():
+            channel = self._channels[channel_id]
+            kind = "private" if channel["is_private"] else "public"
+            (ims if channel["is_im"] else groups if channel["is_private"] else channels).append(channel_id)
+            share = {"ts": ts, "channel_name": channel.get("name", ""), "team_id": TEAM_ID,
+                     "share_user_id": BOT_USER_ID, "reply_users": [], "reply_users_count": 0, "reply_count": 0}
+            if record["thread_ts"]:
+                share["thread_ts"] = record["thread_ts"]
+            shares.setdefault(kind, {})[channel_id] = [share]
+        files_pri = f"https://files.slack.com/files-pri/{TEAM_ID}-{record['id']}"
+        public = {
+            "id": record["id"], "created": record["created"], "timestamp": record["created"], "name": name,
+            "title": record["title"], "mimetype": mimetypes.guess_type(name)[0] or "application/octet-stream",
+            "filetype": filetype, "pretty_type": pretty_type, "user": BOT_USER_ID, "user_team": TEAM_ID,
+            "editable": bool(record["snippet_type"]), "size": len(record["content"] or b""),
+            "mode": "snippet" if record["snippet_type"] else "hosted", "is_external": False, "external_type": "",
+            "is_public": bool(channels), "public_url_shared": False, "display_as_bot": False, "username": "",
+            "url_private": f"{files_pri}/{quote(name)}", "url_private_download": f"{files_pri}/download/{quote(name)}",
+            "permalink": f"{TEAM_URL}files/{BOT_USER_ID}/{record['id']}/{quote(name)}",
+            "comments_count": 0, "is_starred": False, "has_rich_preview": False, "file_access": "visible",
+            "channels": channels, "groups": groups, "ims": ims, "shares": shares,
+        }
+        if record["alt_txt"]:
+            public["alt_txt"] = record["alt_txt"]
+        return public
+
+    def _files_to_complete(self, args: dict) -> list[tuple[dict, str]]:
+        """files.completeUploadExternal's ``files``: (upload, title) for each, or Slack's refusal."""
+        files = args.get("files")
+        if isinstance(files, str):
+            try:
+                files = json.loads(files)
+            except json.JSONDecodeError:
+                raise _argument_problems("invalid_arguments", ["invalid json [json-pointer:/files]"]) from None
+        if not isinstance(files, list) or not files:
+            raise _argument_problems("invalid_arguments", ["must be a non-empty array [json-pointer:/files]"])
+        chosen: dict[str, tuple[dict, str]] = {}
+        for n, item in enumerate(files):
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"].strip():
+                raise _argument_problems("invalid_arguments", [f"missing required field: id [json-pointer:/files/{n}]"])
+            record = self._files.get(item["id"].strip())
+            # Slack's "could not find the file from the upload ticket": never issued, its bytes never
+            # arrived at the upload URL, or the ticket already spent by an earlier completion.
+            if record is None or record["content"] is None or record["completed"]:
+                raise SlackRefusal("file_not_found")
+            title = item.get("title")
+            chosen[record["id"]] = (record, str(title) if title is not None and str(title).strip() else record["name"])
+        return list(chosen.values())
+
+    def _share_targets(self, args: dict) -> list[dict | str]:
+        """Where files.completeUploadExternal shares: conversations, or user ids meaning the bot's DM."""
+        refs = []
+        if channel_id := _text_arg(args, "channel_id"):
+            if not CONVERSATION_ID_PATTERN.match(channel_id):
+                raise _argument_problems("invalid_arguments", [
+                    f"input must match regex pattern: {CONVERSATION_ID_PATTERN_TEXT} [json-pointer:/channel_id]"])
+            refs.append(channel_id)
+        refs += [ref.strip() for ref in _text_arg(args, "channels").split(",") if ref.strip()]
+        targets: list[dict | str] = []
+        for ref in dict.fromkeys(refs):
+            if USER_ID_PATTERN.match(ref):
+                if ref not in self._users:
+                    raise SlackRefusal("channel_not_found")
+                targets.append(ref)  # the DM is opened only once everything has been checked
+            else:
+                channel = self._visible_channel(ref)
+                self._require_bot_member(channel)
+                targets.append(channel)
+        return targets
+
+    def _file_view(self, record: dict, channel_id: str | None = None) -> dict:
+        """What tests see of an upload (``files()``), the bytes included."""
+        shares = record["shares"]
+        message_ts = shares.get(channel_id) if channel_id else next(iter(shares.values()), None)
+        return {
+            "id": record["id"], "name": record["name"], "title": record["title"], "channels": list(shares),
+            "shares": dict(shares), "content": record["content"], "size": len(record["content"] or b""),
+            "length": record["length"], "uploaded": record["content"] is not None, "completed": record["completed"],
+            "initial_comment": record["initial_comment"], "message_ts": message_ts, "thread_ts": record["thread_ts"],
+            "alt_txt": record["alt_txt"], "snippet_type": record["snippet_type"], "created": record["created"],
+            "file": self._public_file(record) if record["completed"] else None,
+        }
+
     # ----------------------------------------------------- API dispatching
     def handle_api_call(self, method: str, args: dict, token: str | None) -> tuple[int, dict, dict]:
         """Answer one Web API call: (HTTP status, JSON body, extra headers)."""
@@ -767,6 +884,26 @@ class SlackStandIn:
             found = self._channel_by_ref(channel)
             return copy.deepcopy(self._pins[found["id"]]) if found else []
 
+    def files(self, channel: str | None = None) -> list[dict]:
+        """Uploads, oldest first; with ``channel`` (id or name) only those shared there.
+
+        Each has ``id``, ``name`` (the filename), ``title``, ``channels`` (ids
+        shared to), ``shares`` ({channel id: message ts}), ``content`` (the
+        bytes, None until they arrive), ``size``, ``length`` (as declared),
+        ``uploaded``, ``completed``, ``initial_comment``, ``message_ts`` (in
+        ``channel``, else the first share's; None if unshared), ``thread_ts``
+        and ``file`` (Slack's file object once completed).
+        """
+        with self._lock:
+            channel_id = None
+            if channel is not None:
+                found = self._channel_by_ref(channel)
+                if found is None:
+                    return []
+                channel_id = found["id"]
+            return [self._file_view(record, channel_id) for record in self._files.values()
+                    if channel_id is None or channel_id in record["shares"]]
+
     def views(self) -> list[dict]:
         with self._lock:
             return copy.deepcopy(list(self._views.values()))
@@ -812,6 +949,10 @@ class SlackStandIn:
                 "users": list(self._users.values()), "channels": self.channels(), "ims": self.ims(),
                 "messages": self._messages, "pins": self._pins, "ephemerals": self._ephemerals,
                 "views": list(self._views.values()), "responses": self._responses, "calls": self._calls,
+                # JSON has no bytes: a file's content travels as base64.
+                "files": [{**{k: v for k, v in view.items() if k != "content"},
+                           "content_base64": base64.b64encode(view["content"]).decode() if view["uploaded"] else None}
+                          for view in self.files()],
             })
 
     # ---------------------------------------- the person's side (simulator)
@@ -908,6 +1049,41 @@ class SlackStandIn:
             else:
                 self._store_ephemeral(issued["channel"], issued["user"], content, "response_url")
             return 200, "ok"
+
+    # ------------------------------------------------------------ uploads
+    def handle_upload(self, token: str, content_type: str, body: bytes) -> tuple[int, str, dict]:
+        """A POST of a file's bytes to an upload URL from files.getUploadURLExternal.
+
+        Slack's file service answers in plain text, ``OK - <bytes received>``.
+        Recorded in ``calls("upload")``; ``fail_next("upload")`` and
+        ``delay("upload")`` work on it as on a Web API method.
+        """
+        if delay := self._delays.get("upload"):
+            time.sleep(delay)
+        headers: dict[str, str] = {}
+        with self._lock:
+            file_id = self._upload_tokens.get(token)
+            record = self._files.get(file_id) if file_id else None
+            received = 0
+            fault = self._take_fault("upload")
+            if fault is not None:
+                status, body_json, headers = self._fault_response(fault)
+                text = body_json["error"]
+            elif record is None or record["completed"]:
+                status, text = 404, "Not Found"  # never issued, or spent by files.completeUploadExternal
+            else:
+                try:
+                    content = _upload_bytes(content_type, body)
+                except ValueError:
+                    status, text = 400, "no file data"
+                else:
+                    record["content"] = content
+                    received = len(content)
+                    status, text = 200, f"OK - {received}"
+            self._calls.append({"method": "upload", "args": {"file_id": file_id, "bytes": received},
+                                "ok": status == 200, "error": None if status == 200 else text,
+                                "http_status": status, "at": time.time()})
+        return status, text, headers
 
     def _replace_content(self, message: dict, content: _Content) -> None:
         message["text"] = content.text
@@ -1132,6 +1308,71 @@ class SlackStandIn:
         return {"messages": self._public_messages(page, args), "has_more": bool(next_cursor),
                 "response_metadata": {"next_cursor": next_cursor}}
 
+    @_implements("files.getUploadURLExternal")
+    def _files_get_upload_url_external(self, args: dict) -> dict:
+        """Step 1 of Slack's external upload: a file id and a URL to POST its bytes to."""
+        length_arg = _text_arg(args, "length")
+        if not length_arg.isdigit() or not length_arg.isascii():
+            raise _argument_problems("invalid_arguments", ["must be an integer [json-pointer:/length]"])
+        length = int(length_arg)
+        snippet_type = _text_arg(args, "snippet_type") or None
+        alt_txt = args.get("alt_txt")
+        alt_txt = None if alt_txt is None else str(alt_txt)
+        # The refusals in the method's documented error list: a length of 0 is "missing_argument",
+        # snippets stop at 1 MB, alt_txt at 1000 characters.  Past Slack's 1 GB file limit the
+        # documented error for a too-large file is the nearest match.
+        if length == 0:
+            raise SlackRefusal("missing_argument")
+        if snippet_type and length > MAX_SNIPPET_BYTES:
+            raise SlackRefusal("snippet_too_large")
+        if length > MAX_FILE_BYTES:
+            raise SlackRefusal("file_upload_size_restricted")
+        if alt_txt and len(alt_txt) > MAX_ALT_TXT_CHARS:
+            raise SlackRefusal("alt_txt_too_large")
+        file_id, token = self._next_id("F"), secrets.token_urlsafe(24)
+        name = str(args["filename"])
+        self._files[file_id] = {
+            "id": file_id, "name": name, "title": name, "length": length, "alt_txt": alt_txt,
+            "snippet_type": snippet_type, "created": int(time.time()), "content": None, "completed": False,
+            "shares": {}, "initial_comment": None, "thread_ts": None,
+        }
+        self._upload_tokens[token] = file_id
+        return {"upload_url": f"{self.base_url}/upload/v1/{token}", "file_id": file_id}
+
+    @_implements("files.completeUploadExternal")
+    def _files_complete_upload_external(self, args: dict) -> dict:
+        """Step 3: the uploaded files become files, shared (one message per channel) or private."""
+        chosen = self._files_to_complete(args)
+        targets = self._share_targets(args)
+        thread_ts = _text_arg(args, "thread_ts") or None
+        if thread_ts and len(targets) != 1:
+            raise _argument_problems("invalid_arguments", ["thread_ts needs exactly one channel to share to"])
+        comment = args.get("initial_comment") or ""
+        comment = comment if isinstance(comment, str) else str(comment)
+        # Slack ignores blocks when there is an initial_comment.
+        blocks = None if comment else _json_arg(args, "blocks", "invalid_blocks_format")
+        if blocks is not None and not isinstance(blocks, list):
+            raise SlackRefusal("invalid_blocks_format")
+        if blocks and (problems := block_problems(blocks, MAX_MESSAGE_BLOCKS, "/blocks")):
+            raise _argument_problems("invalid_blocks", problems)
+        # Everything is checked: from here on nothing refuses, so a refused call changes nothing.
+        records = [record for record, _ in chosen]
+        for record, title in chosen:
+            record.update(title=title, completed=True, initial_comment=comment or None,
+                          thread_ts=thread_ts if targets else None)
+        messages = []
+        for target in targets:
+            channel = self._open_im(target) if isinstance(target, str) else target
+            # As Slack shows an upload: one file_share message by the uploader, the comment as its text.
+            message = self._store_message(channel, _Content(comment, blocks or None, None), BOT_USER_ID, thread_ts)
+            message.update(subtype="file_share", upload=True, display_as_bot=False)
+            for record in records:
+                record["shares"][channel["id"]] = message["ts"]
+            messages.append(message)
+        for message in messages:
+            message["files"] = [self._public_file(record) for record in records]
+        return {"files": [self._public_file(record, with_shares=False) for record in records]}
+
     @_implements("pins.add")
     def _pins_add(self, args: dict) -> dict:
         channel = self._visible_channel(_text_arg(args, "channel"))
@@ -1235,6 +1476,23 @@ def _parse_body(content_type: str, body: bytes) -> dict:
         raise SlackRefusal("invalid_form_data") from None
 
 
+def _upload_bytes(content_type: str, body: bytes) -> bytes:
+    """A file's bytes from a POST to an upload URL.
+
+    slack_sdk sends them as the raw body (urllib labels it form-encoded, so the
+    label is ignored); Slack's docs also show ``curl -F filename=@file``, a
+    multipart form whose file part is taken.  ValueError if a form has no file.
+    """
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        return body
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    for part in message.iter_parts() if message.is_multipart() else ():
+        field = part.get_param("name", header="content-disposition")
+        if part.get_filename() is not None or field in ("file", "filename"):
+            return part.get_payload(decode=True) or b""
+    raise ValueError("no file in the form")
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     """Routes HTTP requests to the SlackStandIn bound as ``standin``."""
 
@@ -1257,6 +1515,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._api(url.path.removeprefix("/api/"), url.query, body)
         elif url.path.startswith("/response/"):
             self._response_url(url.path.removeprefix("/response/"), body)
+        elif url.path.startswith("/upload/v1/"):
+            self._upload(url.path.removeprefix("/upload/v1/"), body)
         elif url.path == "/_standin/state":
             self._send_json(200, self.standin.snapshot())
         else:
@@ -1290,6 +1550,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             payload = None
         status, text = self.standin.handle_response_url(token, payload)
         self._send(status, text.encode(), "text/html")
+
+    def _upload(self, token: str, body: bytes) -> None:
+        if self.command != "POST":
+            self._send(405, b"method not allowed", "text/plain")
+            return
+        content_type = self.headers.get("Content-Type", "application/octet-stream")
+        status, text, headers = self.standin.handle_upload(token, content_type, body)
+        self._send(status, text.encode(), "text/plain; charset=utf-8", headers)
 
     def _send_json(self, status: int, payload: dict, headers: dict | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), "application/json; charset=utf-8", headers)
