@@ -196,7 +196,7 @@ def all_actions(session: Session, *, overdue_on: date | None = None) -> list[Act
 # ------------------------------------------------------------------------------ owner reminders
 
 def owed_reminders(now: datetime):
-    """(incident_id, kind, action_number, due_at) rows for action reminders that fell due.
+    """(incident_id, kind, subject, due_at) rows for action reminders that fell due.
 
     Only the latest one that applies: an action recorded after its early reminder time gets
     only the one on the day, and one recorded past its due date gets that one at once.
@@ -215,7 +215,7 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime,
     """What to deliver for claimed action reminders; those whose action was done meanwhile are closed."""
     if not reminders:
         return []
-    keys = {(reminder.incident_id, reminder.action_number) for reminder in reminders}
+    keys = {(reminder.incident_id, reminder.subject) for reminder in reminders}
     rows = session.execute(
         select(CorrectiveAction, Incident).join(Incident, Incident.id == CorrectiveAction.incident_id)
         .where(CorrectiveAction.incident_id.in_({incident_id for incident_id, _ in keys}))
@@ -223,7 +223,7 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime,
     found = {(action.incident_id, action.number): (action, incident) for action, incident in rows}
     due = []
     for reminder in reminders:
-        action, incident = found.get((reminder.incident_id, reminder.action_number), (None, None))
+        action, incident = found.get((reminder.incident_id, reminder.subject), (None, None))
         if action is None or action.done_at is not None:
             reminder.delivered_at, reminder.outcome, reminder.lease_expires_at = now, "superseded", None
             continue

@@ -146,7 +146,7 @@ def draft_lines(session: Session, incident_ids: list[int]) -> dict[int, list[Dra
 
 
 def owed_reminders(now: datetime):
-    """(incident_id, kind, action_number, due_at) selects for update reminders and escalations owed now."""
+    """(incident_id, kind, subject, due_at) selects for update reminders and escalations owed now."""
     selects = []
     for kind, due_column in ((UPDATE_DUE, Incident.next_update_due_at), (ESCALATION, Incident.escalate_at)):
         conditions = [due_column.is_not(None), due_column <= now, Incident.channel_id.is_not(None)]

@@ -13,11 +13,12 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from bot import cadence
+from bot import cadence, rules
 from bot.db import utcnow
 from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
 from bot.models import ROLES, Counter, Incident, ProcessedEvent, RoleAssignment, TimelineEntry
 from bot.playbook import Playbook, format_duration
+from bot.rules import FiredRule
 
 SEVERITIES = (1, 2, 3, 4)
 STATUSES = ("investigating", "identified", "contained", "monitoring", "resolved")
@@ -59,6 +60,9 @@ class IncidentView(BaseModel):
     card_ts: str | None
     cadence_seconds: int | None
     next_update_due_at: datetime | None
+    driver: str | None
+    failure_mode: str | None
+    flags: str
     roles: dict[str, str]
 
     @property
@@ -82,6 +86,7 @@ class Change(BaseModel):
     old_value: str | None
     new_value: str
     entry: TimelineItem
+    fired: list[FiredRule] = []  # playbook rules the change set off
 
 
 def channel_name_for(number: int, title: str) -> str:
@@ -112,7 +117,8 @@ def _next_incident_number(session: Session) -> int:
     return session.execute(statement).scalar_one()
 
 
-def _add_entry(session: Session, incident: Incident, kind: str, actor_id: str, **fields) -> TimelineItem:
+def add_entry(session: Session, incident: Incident, kind: str, actor_id: str, **fields) -> TimelineItem:
+    """Write one timeline entry for the incident (in the caller's transaction)."""
     entry = TimelineEntry(incident_id=incident.id, kind=kind, actor_id=actor_id, **fields)
     session.add(entry)
     session.flush()
@@ -120,9 +126,11 @@ def _add_entry(session: Session, incident: Incident, kind: str, actor_id: str, *
 
 
 def declare_incident(
-    session: Session, *, title: str, severity: int, summary: str, declared_by: str, playbook: Playbook
+    session: Session, *, title: str, severity: int, summary: str, declared_by: str, playbook: Playbook,
+    driver: str | None = None, failure_mode: str | None = None,
 ) -> IncidentView:
-    """Record a new incident, investigating, with its declaration as the first timeline entry."""
+    """Record a new incident, investigating, with its declaration as the first timeline entry
+    (and its classification, when the declare form gave one)."""
     incident = Incident(
         number=_next_incident_number(session),
         title=title,
@@ -135,10 +143,18 @@ def declare_incident(
     cadence.start_clock(incident, playbook)
     session.add(incident)
     session.flush()
-    _add_entry(
+    add_entry(
         session, incident, "declared", declared_by,
         text=title, new_value=f"sev{severity}", occurred_at=incident.declared_at,
     )
+    if driver and failure_mode:
+        incident.driver, incident.failure_mode = driver, failure_mode
+        add_entry(session, incident, "classified", declared_by, new_value=f"{driver}/{failure_mode}",
+                  text=f"driver {driver}, failure mode {failure_mode}", occurred_at=incident.declared_at)
+    # Rules that hold from the start (sev1 needs a command team) fire now; the war room posts
+    # them once it exists (rules.fired_so_far).
+    session.refresh(incident, ["roles"])
+    rules.fire_rules(session, incident, playbook, incident.declared_at)
     return IncidentView.of(incident)
 
 
@@ -199,21 +215,22 @@ def assign_role(session: Session, channel_id: str, role: str, user_id: str, acto
     assignment.assigned_at = utcnow()
     session.flush()
     session.refresh(incident, ["roles"])
-    entry = _add_entry(
+    entry = add_entry(
         session, incident, "role", actor_id,
         text=ROLES[role], old_value=previous, new_value=user_id, source_ref=role,
     )
+    rules.satisfy_requirements(session, incident, utcnow())
     return Change(incident=IncidentView.of(incident), old_value=previous, new_value=user_id, entry=entry)
 
 
 def record_decision(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
     """Add a decision-log entry (who, when, what) to the incident's timeline."""
-    return _add_entry(session, _incident_in_channel(session, channel_id), "decision", actor_id, text=text)
+    return add_entry(session, _incident_in_channel(session, channel_id), "decision", actor_id, text=text)
 
 
 def record_note(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
     """Add a plain note to the incident's timeline."""
-    return _add_entry(session, _incident_in_channel(session, channel_id), "note", actor_id, text=text)
+    return add_entry(session, _incident_in_channel(session, channel_id), "note", actor_id, text=text)
 
 
 def change_severity(
@@ -225,23 +242,39 @@ def change_severity(
     old = f"sev{incident.severity}"
     incident.severity = severity
     cadence.retime_after_severity(incident, playbook, utcnow())
-    entry = _add_entry(
+    entry = add_entry(
         session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}"
     )
-    return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry)
+    fired = rules.fire_rules(session, incident, playbook, utcnow())
+    return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry,
+                  fired=fired)
 
 
 def change_status(
-    session: Session, channel_id: str, status: str, note: str, actor_id: str, playbook: Playbook
+    session: Session, channel_id: str, status: str, note: str, actor_id: str, playbook: Playbook,
+    force_reason: str | None = None,
 ) -> Change:
+    """Move the incident to a new status. Resolving a serious incident with evidence missing or
+    containment unverified is refused with the list, unless forced with a reason (kept in the timeline)."""
+    from bot import evidence  # evidence builds on this module, so it is imported when needed
+
     incident = _incident_in_channel(session, channel_id, lock=True)
     if incident.status == status:
         raise NothingToChange(f"{incident.reference} is already {status}.")
+    blockers = evidence.resolve_blockers(session, incident, playbook) if status == "resolved" else []
+    if blockers and not force_reason:
+        raise evidence.ResolveRefused(
+            f"{incident.reference} is SEV{incident.severity}; the playbook needs these before resolving:\n"
+            + "\n".join(f"• {blocker}" for blocker in blockers),
+            "Or resolve anyway with `/incident status resolved force: <why>`; the reason goes in the timeline.")
     old = incident.status
     incident.status = status
     incident.resolved_at = utcnow() if status == "resolved" else None
     cadence.retime_after_status(incident, playbook, utcnow())
-    entry = _add_entry(session, incident, "status", actor_id, text=note, old_value=old, new_value=status)
+    entry = add_entry(session, incident, "status", actor_id, text=note, old_value=old, new_value=status)
+    if blockers:
+        add_entry(session, incident, "override", actor_id, source_ref="resolve", new_value="forced",
+                  text=f"Resolved without: {'; '.join(b.split(' (`')[0] for b in blockers)}. Reason: {force_reason}")
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=status, entry=entry)
 
 
@@ -249,7 +282,7 @@ def record_update(session: Session, channel_id: str, text: str, actor_id: str, p
     """A stakeholder update went out: it joins the timeline and restarts the cadence clock."""
     incident = _incident_in_channel(session, channel_id, lock=True)
     cadence.record_update_sent(incident, playbook, utcnow())
-    entry = _add_entry(session, incident, "update", actor_id, text=text)
+    entry = add_entry(session, incident, "update", actor_id, text=text)
     return Change(incident=IncidentView.of(incident), old_value=None, new_value="update", entry=entry)
 
 
@@ -263,7 +296,7 @@ def set_cadence(
                          "Reopen it with `/incident status investigating` first.")
     old = cadence.override_cadence(incident, interval, playbook, utcnow())
     new = format_duration(interval)
-    entry = _add_entry(session, incident, "cadence", actor_id, old_value=old, new_value=new,
+    entry = add_entry(session, incident, "cadence", actor_id, old_value=old, new_value=new,
                        text=f"Updates every {new}" if interval else "Update reminders off")
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=new, entry=entry)
 
@@ -278,7 +311,7 @@ def snooze_updates(
                          "Set a cadence first with `/incident cadence 30m`.")
     old = incident.next_update_due_at
     cadence.snooze(incident, duration, playbook, utcnow())
-    entry = _add_entry(session, incident, "snooze", actor_id, text=f"Next update reminder in {format_duration(duration)}",
+    entry = add_entry(session, incident, "snooze", actor_id, text=f"Next update reminder in {format_duration(duration)}",
                        old_value=old.isoformat(timespec="seconds"),
                        new_value=incident.next_update_due_at.isoformat(timespec="seconds"))
     return Change(incident=IncidentView.of(incident), old_value=old.isoformat(), new_value=entry.new_value, entry=entry)
@@ -322,7 +355,7 @@ def record_pinned_message(
     incident = _incident_in_channel(session, channel_id)
     if is_pinned(session, incident.id, channel_id, message_ts):
         return None
-    return _add_entry(
+    return add_entry(
         session, incident, "pinned", author_id,
         text=text,
         occurred_at=datetime.fromtimestamp(float(message_ts), tz=utcnow().tzinfo),
@@ -370,7 +403,7 @@ def set_mark(session: Session, channel_id: str, mark: str, when: datetime, actor
     old = getattr(incident, column)
     setattr(incident, column, when)
     stamp = when.isoformat(timespec="seconds").replace("+00:00", "Z")
-    entry = _add_entry(session, incident, "mark", actor_id, text=MARK_NAMES[mark], source_ref=mark,
+    entry = add_entry(session, incident, "mark", actor_id, text=MARK_NAMES[mark], source_ref=mark,
                        old_value=old.isoformat(timespec="seconds").replace("+00:00", "Z") if old else None,
                        new_value=stamp)
     return Change(incident=IncidentView.of(incident), old_value=entry.old_value, new_value=stamp, entry=entry)

@@ -70,6 +70,11 @@ class Incident(Base):
     # hurt, and when we found out (the declaration, unless marked earlier).
     impact_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     detected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The AI incident taxonomy (playbook.yaml): primary driver and failure mode, and facts that
+    # rules depend on, as a sorted comma-separated list of flag names.
+    driver: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    failure_mode: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    flags: Mapped[str] = mapped_column(String(300), default="", server_default="")
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="incident", order_by="RoleAssignment.id"
@@ -159,6 +164,69 @@ class CorrectiveAction(Base):
         return "verified" if self.verified_at else "done" if self.done_at else "open"
 
 
+class RuleRequirement(Base):
+    """What a playbook rule that fired requires (roles held), and by when."""
+
+    __tablename__ = "rule_requirement"
+    __table_args__ = (UniqueConstraint("incident_id", "rule"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(80))
+    roles: Mapped[str] = mapped_column(String(120))  # comma-separated role keys
+    fired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    met_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class EvidenceRecord(Base):
+    """One item of the minimum evidence, as last recorded (earlier values stay in the timeline)."""
+
+    __tablename__ = "evidence_record"
+    __table_args__ = (UniqueConstraint("incident_id", "item"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    item: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str] = mapped_column(Text)
+    recorded_by: Mapped[str] = mapped_column(String(32))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Containment(Base):
+    """A containment action: what was done, whether it can be undone, and what shows it worked."""
+
+    __tablename__ = "containment"
+    __table_args__ = (UniqueConstraint("incident_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    reversible: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    success_signal: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verified_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    verified_evidence: Mapped[str] = mapped_column(Text, default="")
+
+
+class RedactedValue(Base):
+    """A keyed hash of a value redacted from what people typed, so the same value is recognised
+    when it comes up again, without the value itself ever being stored."""
+
+    __tablename__ = "redacted_value"
+    __table_args__ = (UniqueConstraint("incident_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(30))
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    times_seen: Mapped[int] = mapped_column(Integer, default=1)
+
+
 class Reminder(Base):
     """One reminder owed (for a due update, or for a corrective action), delivered exactly once.
 
@@ -169,7 +237,7 @@ class Reminder(Base):
 
     __tablename__ = "reminder"
     __table_args__ = (
-        UniqueConstraint("incident_id", "kind", "action_number", "due_at"),
+        UniqueConstraint("incident_id", "kind", "subject", "due_at"),
         # The claim reads undelivered reminders oldest-due first; this keeps it an index scan
         # however long the delivered history grows.
         Index("ix_reminder_undelivered_due_at", "due_at",
@@ -179,9 +247,9 @@ class Reminder(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
-    # The corrective action's number within the incident; 0 for update reminders (0, not NULL,
-    # because NULLs never collide in a unique key).
-    action_number: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # What the reminder is about within the incident: a corrective action's number, a rule
+    # requirement's id; 0 for update reminders (0, not NULL, because NULLs never collide in a unique key).
+    subject: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_by: Mapped[str | None] = mapped_column(String(80), nullable=True)

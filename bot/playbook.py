@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bot.db import REPO_ROOT
 
@@ -118,14 +127,140 @@ class Actions(BaseModel):
     remind_at: Annotated[time, BeforeValidator(_time_of_day)] = time(9, 0)
 
 
+class FailureMode(BaseModel):
+    """What the room is told the moment an incident is classified with this failure mode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str
+    containment: str  # the one fast action that limits harm
+    diagnostic: str  # the one question that finds the cause fastest
+
+
+class Taxonomy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    drivers: dict[str, str] = {
+        "model": "the model itself: weights, version, sampling",
+        "data": "training, fine-tuning or retrieval data",
+        "platform": "serving, tools, integrations, infrastructure",
+        "policy": "prompts, guardrails, product or safety policy",
+    }
+    failure_modes: dict[str, FailureMode] = {}
+    # Other names people use, and the failure mode they count as (prompt-injection -> misuse).
+    aliases: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _aliases_name_failure_modes(self) -> Taxonomy:
+        for alias, target in self.aliases.items():
+            if target not in self.failure_modes:
+                raise ValueError(f"alias {alias!r} points to {target!r}, which is not a failure mode "
+                                 f"({', '.join(self.failure_modes) or 'none defined'})")
+        return self
+
+    def failure_mode(self, name: str) -> str | None:
+        """The failure mode a name stands for (itself, or what an alias points to), or None."""
+        name = name.lower()
+        return name if name in self.failure_modes else self.aliases.get(name)
+
+
+class Trigger(BaseModel):
+    """When a rule applies: every condition given must hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failure_mode: str | None = None
+    severity_at_most: int | None = Field(None, ge=1, le=4)  # sev1 is 1: "at most 2" means sev1 or sev2
+    flag: str | None = None
+
+
+class Requirement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[str] = []
+    within: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(minutes=30)
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: list[str]) -> list[str]:
+        from bot.models import ROLES
+
+        unknown = [role for role in roles if role not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown role {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+        return roles
+
+
+class Rule(BaseModel):
+    """If `when` holds, the room is told `post`, and `require` must be met in time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    when: Trigger
+    require: Requirement | None = None
+    post: str = ""
+    start_notification_assessment: bool = False
+
+
+class EvidenceItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    hint: str = ""
+
+
+class Evidence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: dict[str, EvidenceItem] = {}
+    # Resolving an incident this severe or worse needs every item and verified containment.
+    gate_resolve_at_most_severity: int = Field(2, ge=0, le=4)
+
+
 class Playbook(BaseModel):
     """The policy the war room holds responders to."""
 
     model_config = ConfigDict(extra="forbid")
 
     version: int = 1
+    # What each severity means, shown by `/incident sev` and in the declare form.
+    severity: dict[str, str] = {
+        "sev1": "critical: users harmed now, or data exposed",
+        "sev2": "major: many users, or sensitive decisions affected",
+        "sev3": "minor: limited impact, a workaround exists",
+        "sev4": "low: no user impact yet",
+    }
     updates: Updates = Updates()
     actions: Actions = Actions()
+    taxonomy: Taxonomy = Taxonomy()
+    flags: dict[str, str] = {}
+    rules: list[Rule] = []
+    evidence: Evidence = Evidence()
+
+    @field_validator("severity")
+    @classmethod
+    def _every_severity_described(cls, severity: dict[str, str]) -> dict[str, str]:
+        expected = {"sev1", "sev2", "sev3", "sev4"}
+        if set(severity) != expected:
+            raise ValueError(f"describe exactly sev1, sev2, sev3 and sev4 (got {', '.join(sorted(severity))})")
+        return severity
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_name_what_exists(cls, rules: list[Rule], info: ValidationInfo) -> list[Rule]:
+        # taxonomy and flags are declared above rules, so they are validated (and in info.data) first.
+        taxonomy, flags = info.data.get("taxonomy"), info.data.get("flags", {})
+        for index, rule in enumerate(rules):
+            mode, flag = rule.when.failure_mode, rule.when.flag
+            if mode and taxonomy and mode not in taxonomy.failure_modes:
+                raise ValueError(f"rule {index} ({rule.name!r}): failure_mode {mode!r} is not in taxonomy.failure_modes")
+            if flag and flag not in flags:
+                raise ValueError(f"rule {index} ({rule.name!r}): flag {flag!r} is not in flags")
+        names = [rule.name for rule in rules]
+        if len(set(names)) != len(names):
+            raise ValueError("two rules have the same name; each rule fires once per incident by its name")
+        return rules
 
     def update_interval(self, severity: int) -> timedelta | None:
         """How often an incident of this severity owes stakeholders an update (None: no cadence)."""

@@ -14,15 +14,16 @@ from sqlalchemy import and_, exists, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from bot import actions, cadence
+from bot import actions, cadence, rules
 from bot.actions import ActionReminderDue
 from bot.cadence import ReminderDue
 from bot.models import Reminder
+from bot.rules import RequirementDue
 
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
-KEY = ["incident_id", "kind", "action_number", "due_at"]
+KEY = ["incident_id", "kind", "subject", "due_at"]
 
-Due = ReminderDue | ActionReminderDue
+Due = ReminderDue | ActionReminderDue | RequirementDue
 
 
 class DeliveryFailed(Exception):
@@ -45,12 +46,12 @@ def schedule_due_reminders(session: Session, now: datetime) -> None:
     Idempotent across processes: the unique key turns a second scheduling into nothing, and rows
     already on the ledger are skipped before the insert so a long-overdue update costs no churn.
     """
-    for owed in (*cadence.owed_reminders(now), *actions.owed_reminders(now)):
+    for owed in (*cadence.owed_reminders(now), *actions.owed_reminders(now), *rules.owed_reminders(now)):
         owed = owed.subquery()
-        incident_id, kind, action_number, due_at = owed.c
-        new = select(incident_id, kind, action_number, due_at, literal(now), literal(0), literal(False)).where(
+        incident_id, kind, subject, due_at = owed.c
+        new = select(incident_id, kind, subject, due_at, literal(now), literal(0), literal(False)).where(
             ~exists().where(Reminder.incident_id == incident_id, Reminder.kind == kind,
-                            Reminder.action_number == action_number, Reminder.due_at == due_at))
+                            Reminder.subject == subject, Reminder.due_at == due_at))
         statement = _insert_ignoring_duplicates(session).from_select(
             [*KEY, "created_at", "attempts", "late"], new
         ).on_conflict_do_nothing(index_elements=KEY)
@@ -82,10 +83,12 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
     if not claimed_ids:
         return []
     claimed = session.scalars(select(Reminder).where(Reminder.id.in_(claimed_ids)).order_by(Reminder.due_at)).all()
-    for_actions = [reminder for reminder in claimed if reminder.kind in actions.ACTION_REMINDER_KINDS]
-    for_updates = [reminder for reminder in claimed if reminder.kind not in actions.ACTION_REMINDER_KINDS]
-    return [*cadence.prepare(session, for_updates, now, late_after),
-            *actions.prepare(session, for_actions, now, late_after)]
+    def of_kinds(*kinds: str) -> list[Reminder]:
+        return [reminder for reminder in claimed if reminder.kind in kinds]
+
+    return [*cadence.prepare(session, of_kinds(cadence.UPDATE_DUE, cadence.ESCALATION), now, late_after),
+            *actions.prepare(session, of_kinds(*actions.ACTION_REMINDER_KINDS), now, late_after),
+            *rules.prepare(session, of_kinds(rules.REQUIREMENT_MISSED), now, late_after)]
 
 
 def _still_ours(reminder: Reminder, owner: str) -> bool:

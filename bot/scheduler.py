@@ -19,8 +19,8 @@ from typing import Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot import reminders
-from bot.reminders import DeliveryFailed, Due
 from bot.db import utcnow
+from bot.reminders import DeliveryFailed, Due
 from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)

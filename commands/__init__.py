@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from slack_bolt import App
-
-from bot.runtime import Runtime
 from slack_sdk import WebClient
 
 from bot.actions import ActionReminderDue
-from commands import actions, declare, help, log, pins, records, roles, state, updates
+from bot.rules import RequirementDue
+from bot.runtime import Runtime
+from commands import actions, classify, declare, evidence, help, log, pins, records, roles, state, updates
 from commands.router import Router
 
-FAMILIES = (declare, roles, log, state, updates, records, actions, help, pins)
+FAMILIES = (declare, roles, log, state, classify, evidence, updates, records, actions, help, pins)
 
 
 def register(app: App, runtime: Runtime) -> Router:
@@ -27,4 +27,13 @@ def reminder_delivery(client: WebClient):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
     for_updates = updates.deliver_reminder(client)
     for_actions = actions.deliver_action_reminder(client)
-    return lambda due: for_actions(due) if isinstance(due, ActionReminderDue) else for_updates(due)
+    for_rules = classify.deliver_rule_missed(client)
+
+    def deliver(due):
+        if isinstance(due, ActionReminderDue):
+            return for_actions(due)
+        if isinstance(due, RequirementDue):
+            return for_rules(due)
+        return for_updates(due)
+
+    return deliver

@@ -5,12 +5,11 @@ from __future__ import annotations
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot import actions, incidents, slack_io
+from bot import actions, incidents
 from bot.actions import ActionReminderDue
 from bot.db import utcnow
-from bot.reminders import DeliveryFailed
 from bot.render import render
-from commands.messages import section_blocks
+from commands.messages import post_reminder
 from commands.parsing import ActionRequest, parse_action, parse_no_arguments
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
@@ -24,13 +23,8 @@ def deliver_action_reminder(client: WebClient):
     """The ticker's delivery step for action reminders: a DM to the owner, posted once."""
 
     def deliver(due: ActionReminderDue) -> str:
-        text = render("action_reminder.slack.j2", due=due)
-        try:
-            return slack_io.post_once(client, due.action.owner_id, text=text, blocks=section_blocks([text]),
-                                      event_type=ACTION_REMINDER_EVENT, key=due.dedupe_key, since=due.due_at,
-                                      maybe_posted=due.attempts > 1)
-        except slack_io.SlackCallFailed as exc:
-            raise DeliveryFailed(str(exc), permanent=exc.error in PERMANENT_ERRORS) from exc
+        return post_reminder(client, due.action.owner_id, render("action_reminder.slack.j2", due=due),
+                             event_type=ACTION_REMINDER_EVENT, due=due, permanent_errors=PERMANENT_ERRORS)
 
     return deliver
 

@@ -18,25 +18,28 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import incidents, slack_io
 from bot.errors import UsageError
 from bot.incidents import TITLE_MAX_CHARS
+from bot.playbook import Playbook
 from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import DEFAULT_SEVERITY, DeclareRequest, human_text, parse_declare, parse_title
-from commands.router import DATABASE_DOWN, Reply, Router, SlashRequest, run_after_ack
+from commands.router import Reply, Router, SlashRequest, database_failure, run_after_ack
 from commands.war_room import open_war_room
 
 DECLARE_VIEW = "declare_incident"
-SEVERITY_LABELS = {
-    1: "SEV1: critical, users harmed now",
-    2: "SEV2: major, many users or sensitive data",
-    3: "SEV3: minor, limited impact",
-    4: "SEV4: low, no user impact yet",
-}
 SUMMARY_MAX_CHARS = 2000
+OPTION_TEXT_MAX = 75  # Slack's limit for an option's text
 
 
-def declare_modal(origin_channel_id: str) -> dict:
+def _option(value: str, label: str) -> Option:
+    return Option(value=value, label=label if len(label) <= OPTION_TEXT_MAX else label[:OPTION_TEXT_MAX - 1] + "…")
+
+
+def declare_modal(origin_channel_id: str, playbook: Playbook) -> dict:
     """The form `/incident declare` opens when no title was typed."""
-    options = [Option(value=str(sev), label=label) for sev, label in SEVERITY_LABELS.items()]
+    options = [_option(str(sev), f"{level.upper()}: {meaning}")
+               for sev, (level, meaning) in enumerate(playbook.severity.items(), 1)]
+    drivers = [_option(name, f"{name}: {meaning}") for name, meaning in playbook.taxonomy.drivers.items()]
+    modes = [_option(name, f"{name}: {mode.description}") for name, mode in playbook.taxonomy.failure_modes.items()]
     return View(
         type="modal",
         callback_id=DECLARE_VIEW,
@@ -54,6 +57,10 @@ def declare_modal(origin_channel_id: str) -> dict:
             InputBlock(block_id="summary", label="What do we know so far?", optional=True,
                        element=PlainTextInputElement(action_id="summary", multiline=True,
                                                      max_length=SUMMARY_MAX_CHARS)),
+            *([InputBlock(block_id="driver", label="Primary driver, if known", optional=True,
+                          element=StaticSelectElement(action_id="driver", options=drivers)),
+               InputBlock(block_id="failure_mode", label="Failure mode, if known", optional=True,
+                          element=StaticSelectElement(action_id="failure_mode", options=modes))] if modes else []),
         ],
     ).to_dict()
 
@@ -65,7 +72,7 @@ def register(router: Router, app: App) -> None:
         if not request.args:
             def open_form(client):
                 slack_io.call("opening the declare form", client.views_open,
-                              trigger_id=request.trigger_id, view=declare_modal(request.channel_id))
+                              trigger_id=request.trigger_id, view=declare_modal(request.channel_id, runtime.playbook))
             return Reply(then=open_form, then_failure="Could not open the form:")
         return _declare(runtime, parse_declare(request.args), request.user_id)
 
@@ -81,14 +88,19 @@ def register(router: Router, app: App) -> None:
                 title=parse_title("declare", values["title"]["title"].get("value") or ""),
                 severity=int(values["severity"]["severity"]["selected_option"]["value"]),
                 summary=human_text(values["summary"]["summary"].get("value") or "")[:SUMMARY_MAX_CHARS],
+                driver=_selected(values, "driver"), failure_mode=_selected(values, "failure_mode"),
             )
         except UsageError as exc:
             ack(response_action="errors", errors={"title": exc.message})
             return
+        if bool(request.driver) != bool(request.failure_mode):
+            ack(response_action="errors", errors={"failure_mode" if request.driver else "driver":
+                                                  "Choose both the driver and the failure mode, or neither."})
+            return
         try:
             reply = _declare(runtime, request, user_id)
-        except SQLAlchemyError:
-            ack(response_action="errors", errors={"title": DATABASE_DOWN})
+        except SQLAlchemyError as exc:
+            ack(response_action="errors", errors={"title": database_failure(exc)})
             return
         ack()
         # A form has no response_url: failures are told privately in the channel it was opened from.
@@ -96,11 +108,18 @@ def register(router: Router, app: App) -> None:
             channel=origin, user=user_id, text=text))
 
 
+def _selected(values: dict, block_id: str) -> str | None:
+    """The value of an optional select in a submitted form, or None if nothing was chosen."""
+    option = (values.get(block_id, {}).get(block_id) or {}).get("selected_option")
+    return option["value"] if option else None
+
+
 def _declare(runtime: Runtime, request: DeclareRequest, user_id: str) -> Reply:
     with runtime.transaction() as session:
         incident = incidents.declare_incident(
             session, title=request.title, severity=request.severity,
             summary=request.summary, declared_by=user_id, playbook=runtime.playbook,
+            driver=request.driver, failure_mode=request.failure_mode,
         )
     channel_name = incidents.channel_name_for(incident.number, incident.title)
     return Reply(

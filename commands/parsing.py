@@ -12,11 +12,11 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from pydantic import BaseModel
 
-from bot.errors import UsageError
 from bot.db import utcnow
+from bot.errors import UsageError
 from bot.export import FORMATS
 from bot.incidents import MARKS, ROLES, SEVERITIES, STATUSES, TITLE_MAX_CHARS
-from bot.playbook import parse_duration
+from bot.playbook import Taxonomy, parse_duration
 from bot.render import escape_mrkdwn
 
 DEFAULT_SEVERITY = 3
@@ -29,12 +29,18 @@ USAGE = {
     "roles": "`/incident roles`",
     "decision": "`/incident decision <what was decided, and why>`",
     "note": "`/incident note <text>`",
-    "sev": "`/incident sev <1-4> [reason]`",
-    "status": "`/incident status <investigating|identified|contained|monitoring|resolved> [note]`",
+    "sev": "`/incident sev <1-4> [reason]`, or `/incident sev` alone for what each level means",
+    "status": "`/incident status <investigating|identified|contained|monitoring|resolved> [note]`; "
+              "`/incident status resolved force: <why>` past the playbook's checks",
     "timeline": "`/incident timeline`",
     "update": "`/incident update <what happened, impact, status, next steps, asks>`, or `/incident update` alone for a drafted form",
     "cadence": "`/incident cadence <30s|15m|1h|off>`",
     "snooze": "`/incident snooze <15m>`",
+    "classify": "`/incident classify <driver> <failure-mode>`, e.g. `/incident classify data leakage`",
+    "flag": "`/incident flag <name> [off]`, e.g. `/incident flag affects-people`",
+    "evidence": "`/incident evidence` for the checklist, or `/incident evidence <item> <value or link>`",
+    "contain": "`/incident contain <action> [reversible|irreversible] [verify: <what will show it worked>]`, "
+               "`/incident contain verified <n> <evidence>`, or `/incident contain` for the list",
     "mark": "`/incident mark <impact-start|detected> <UTC time, like 2026-11-23 14:05 or 14:05>`",
     "action": "`/incident action @owner YYYY-MM-DD <what> [verify: <how we will know it works>]`, "
               "`/incident action <n> verify: <how we will know it works>`, "
@@ -45,6 +51,7 @@ USAGE = {
     "help": "`/incident help`",
 }
 
+FORCE_MARKER = re.compile(r"^force:", re.IGNORECASE)
 MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
 SEVERITY_WORD = re.compile(r"^(?:sev)?-?(\d+)$", re.IGNORECASE)
 ESCAPED_LINK = re.compile(r"<([@#])([A-Z0-9]+)\|([^>]*)>|<((?:https?|mailto):[^|>]+)\|([^>]*)>")
@@ -54,6 +61,8 @@ class DeclareRequest(BaseModel):
     title: str
     severity: int
     summary: str = ""
+    driver: str | None = None
+    failure_mode: str | None = None
 
 
 class RoleRequest(BaseModel):
@@ -92,9 +101,36 @@ class ActionStateRequest(BaseModel):
     text: str = ""
 
 
+class ClassifyRequest(BaseModel):
+    driver: str
+    failure_mode: str
+
+
+class FlagRequest(BaseModel):
+    flag: str
+    on: bool
+
+
+class EvidenceRequest(BaseModel):
+    item: str
+    value: str
+
+
+class ContainRequest(BaseModel):
+    text: str
+    reversible: bool | None
+    success_signal: str
+
+
+class ContainVerifyRequest(BaseModel):
+    number: int
+    evidence: str
+
+
 class StatusRequest(BaseModel):
     status: str
     note: str = ""
+    force_reason: str | None = None
 
 
 def usage_error(subcommand: str, message: str) -> UsageError:
@@ -196,6 +232,10 @@ def parse_keyword(subcommand: str, word: str, choices, *, not_a: str, missing: s
 def parse_status(args: str) -> StatusRequest:
     first, _, rest = args.partition(" ")
     status = parse_keyword("status", first, STATUSES, not_a="a status", missing="Give the new status")
+    forced = FORCE_MARKER.match(rest.strip())
+    if forced:
+        reason = checked_text("status", rest.strip()[forced.end():], "reason for forcing it", required=True)
+        return StatusRequest(status=status, note="", force_reason=reason)
     return StatusRequest(status=status, note=checked_text("status", rest, "note", required=False))
 
 
@@ -292,3 +332,64 @@ def parse_export_format(args: str) -> str:
     if fmt not in FORMATS:
         raise usage_error("export", f"`{human_text(args)}` is not an export format: use md, json or csv.")
     return fmt
+
+
+def parse_classify(args: str, taxonomy: Taxonomy) -> ClassifyRequest:
+    words = args.split()
+    modes = ", ".join(taxonomy.failure_modes)
+    if len(words) != 2:
+        raise usage_error("classify", f"Give a driver ({', '.join(taxonomy.drivers)}) and a failure mode ({modes}).")
+    driver = parse_keyword("classify", words[0], tuple(taxonomy.drivers), not_a="a driver", missing="")
+    failure_mode = taxonomy.failure_mode(words[1])
+    if failure_mode is None:
+        aliases = f"; also {', '.join(taxonomy.aliases)}" if taxonomy.aliases else ""
+        raise usage_error("classify", f"`{human_text(words[1])}` is not a failure mode: use one of {modes}{aliases}.")
+    return ClassifyRequest(driver=driver, failure_mode=failure_mode)
+
+
+def parse_flag(args: str, flags: dict[str, str]) -> FlagRequest:
+    words = args.split()
+    if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() != "off"):
+        raise usage_error("flag", f"Name one flag ({', '.join(flags) or 'none are defined'}), and `off` to remove it.")
+    flag = parse_keyword("flag", words[0], tuple(flags), not_a="a flag in the playbook", missing="")
+    return FlagRequest(flag=flag, on=len(words) == 1)
+
+
+def parse_evidence(args: str, items) -> EvidenceRequest | None:
+    """None: show the checklist."""
+    if not args.strip():
+        return None
+    first, _, rest = args.strip().partition(" ")
+    item = parse_keyword("evidence", first, tuple(items), not_a="an evidence item", missing="")
+    return EvidenceRequest(item=item, value=checked_text("evidence", rest, "value", required=True))
+
+
+REVERSIBILITY = re.compile(r"\s+(reversible|irreversible)\s*$", re.IGNORECASE)
+CONTAIN_NUMBER = re.compile(r"^[cC]?(\d+)$")
+
+
+def parse_contain(args: str) -> ContainRequest | ContainVerifyRequest | None:
+    """None: list the containment actions."""
+    text = args.strip()
+    if not text:
+        return None
+    first, _, rest = text.partition(" ")
+    if first.lower() == "verified":
+        number_word, _, evidence = rest.strip().partition(" ")
+        match = CONTAIN_NUMBER.match(number_word)
+        if not match:
+            shown = f"`{human_text(number_word)}` is not a containment number" if number_word else "Give its number"
+            raise usage_error("contain", f"{shown}: see them with `/incident contain` (C1 is 1).")
+        return ContainVerifyRequest(number=int(match.group(1)),
+                                    evidence=checked_text("contain", evidence, "evidence that it worked", required=True))
+    action, signal, found = text, "", VERIFY_MARKER.search(text)
+    if found:
+        action, signal = text[:found.start()], text[found.end():]
+    reversible = None
+    word = REVERSIBILITY.search(" " + action)
+    if word:
+        reversible = word.group(1).lower() == "reversible"
+        action = (" " + action)[:word.start()]
+    return ContainRequest(text=checked_text("contain", action, "containment action", required=True),
+                          reversible=reversible,
+                          success_signal=checked_text("contain", signal, "signal that it worked", required=bool(found)))

@@ -13,7 +13,7 @@ from typing import Callable
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bot.errors import UsageError, WarroomError
 from bot.render import render
@@ -23,7 +23,17 @@ from commands.parsing import USAGE, split_subcommand
 
 log = logging.getLogger(__name__)
 
-DATABASE_DOWN = "Could not record this: the incident database is not answering. Nothing was saved; try again in a moment."
+DATABASE_DOWN = ("Could not record this: the incident database is not answering. Nothing was saved; "
+                 "try again in a moment.")
+INTERNAL_ERROR = ("Could not record this: the bot hit an internal error (it is in the bot's log). Nothing was saved; "
+                  "try again, and tell whoever runs Warroom if it happens again.")
+
+
+def database_failure(exc: SQLAlchemyError) -> str:
+    """What to tell a person whose command the database refused: it is down, or it is our bug."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return DATABASE_DOWN
+    return INTERNAL_ERROR
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,9 @@ class Router:
             except WarroomError as exc:
                 ack(text=render("error.slack.j2", message=exc.message, hint=exc.hint))
                 return
-            except SQLAlchemyError:
+            except SQLAlchemyError as exc:
                 log.exception("database error in /incident %s", request.subcommand)
-                ack(text=DATABASE_DOWN)
+                ack(text=database_failure(exc))
                 return
             ack(text=reply.text, blocks=reply.blocks)
             run_after_ack(reply, client, tell=lambda text: respond(text=text))
@@ -103,6 +113,6 @@ def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]
         log.warning("after-ack Slack work failed: %s", exc)
         tell(render("error.slack.j2", message=f"{reply.then_failure} {exc}.",
                     hint="Try again, or check that the bot is in the channel."))
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
         log.exception("database error after ack")
-        tell(DATABASE_DOWN)
+        tell(database_failure(exc))

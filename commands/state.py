@@ -10,12 +10,13 @@ from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import parse_sev, parse_status
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import post, refresh_card
+from commands.war_room import announce_rules, post, refresh_card
 
 
 def _announce(runtime: Runtime, request: SlashRequest, change: Change) -> Reply:
     def tell_the_room(client):
         post(client, request.channel_id, render("state_changed.slack.j2", change=change))
+        announce_rules(client, request.channel_id, change.fired)
         refresh_card(client, change.incident, topic_changed=True)
 
     return Reply(then=tell_the_room, then_failure=f"The {change.entry.kind} change is recorded, but")
@@ -25,6 +26,8 @@ def register(router: Router, app: App) -> None:
     runtime = router.runtime
 
     def sev(request: SlashRequest) -> Reply:
+        if request.args.strip().lower() in ("", "help"):
+            return Reply(text=render("severity_matrix.slack.j2", playbook=runtime.playbook))
         wanted = parse_sev(request.args)
         with runtime.transaction() as session:
             change = incidents.change_severity(session, request.channel_id, wanted.severity,
@@ -35,7 +38,8 @@ def register(router: Router, app: App) -> None:
         wanted = parse_status(request.args)
         with runtime.transaction() as session:
             change = incidents.change_status(session, request.channel_id, wanted.status,
-                                             wanted.note, request.user_id, runtime.playbook)
+                                             wanted.note, request.user_id, runtime.playbook,
+                                             force_reason=wanted.force_reason)
         return _announce(runtime, request, change)
 
     router.add("sev", sev)

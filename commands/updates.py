@@ -19,12 +19,12 @@ from bot import cadence, incidents, slack_io
 from bot.cadence import ReminderDue
 from bot.errors import UsageError
 from bot.incidents import ROLES, Change
-from bot.render import fit_escaped, render, render_plain
 from bot.reminders import DeliveryFailed
+from bot.render import fit_escaped, render, render_plain
 from bot.runtime import Runtime
 from commands.messages import section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument
-from commands.router import DATABASE_DOWN, Reply, Router, SlashRequest, run_after_ack
+from commands.router import Reply, Router, SlashRequest, database_failure, run_after_ack
 from commands.war_room import post
 
 UPDATE_VIEW = "post_update"
@@ -162,8 +162,8 @@ def register(router: Router, app: App) -> None:
         except UsageError as exc:
             ack(response_action="errors", errors={"update": exc.message})
             return
-        except SQLAlchemyError:
-            ack(response_action="errors", errors={"update": DATABASE_DOWN})
+        except SQLAlchemyError as exc:
+            ack(response_action="errors", errors={"update": database_failure(exc)})
             return
         ack()
         run_after_ack(Reply(then=lambda c: post_update(c, runtime, change),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from slack_sdk import WebClient
 
-from bot import incidents, slack_io
+from bot import incidents, rules, slack_io
 from bot.incidents import IncidentView
 from bot.render import render
+from bot.rules import FiredRule
 from bot.runtime import Runtime
 from commands.messages import card_blocks, card_fallback_text, section_blocks
 
@@ -42,11 +43,23 @@ def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -
     slack_io.pin(client, channel_id, card["ts"])
     slack_io.call("setting the topic", client.conversations_setTopic, channel=channel_id,
                   topic=topic_for(incident))
+    with runtime.transaction() as session:
+        fired = rules.fired_so_far(session, incident.id, runtime.playbook)
+    if incident.failure_mode:  # classified in the declare form
+        post(client, channel_id, render("guidance.slack.j2", failure_mode=incident.failure_mode,
+                                        guidance=runtime.playbook.taxonomy.failure_modes.get(incident.failure_mode)))
+    announce_rules(client, channel_id, fired)
     announce_channel = runtime.settings.warroom_announce_channel
     if announce_channel:
         post(client, announce_channel, render("announcement.slack.j2", incident=incident),
              step="announcing the incident")
     return incident
+
+
+def announce_rules(client: WebClient, channel_id: str, fired: list[FiredRule]) -> None:
+    """Tell the room what the playbook rules that just fired say and require."""
+    if fired:
+        post(client, channel_id, render("rules_fired.slack.j2", fired=fired), step="posting the playbook rules")
 
 
 def refresh_card(client: WebClient, incident: IncidentView, *, topic_changed: bool = False) -> None:

@@ -154,7 +154,8 @@ def test_a_severity_change_retimes_the_next_update(room, standin):
 def test_resolving_stops_the_cadence(room, standin):
     slack, database, declare = room
     channel = declare()
-    slack.command(ALICE, channel, "status resolved fixed by rollback")
+    slack.command(ALICE, channel, "status resolved force: drill of the cadence, nothing to contain")
+    eventually(lambda: database.scalar("SELECT status FROM incident") == "resolved")
     time.sleep(4.5)
     assert reminders(standin, channel) == [] and reminders(standin, channel, "escalation") == []
     assert database.scalar("SELECT next_update_due_at FROM incident") is None

@@ -57,10 +57,10 @@ def test_sandbox_runs_the_core_loop_offline(tmp_path):
         "/incident declare sev1 Support bot quoting a refund policy we don't have",
         "/incident role ic @bob",
         ":say the bot promised a 90-day refund",
-        ":pin 3",
+        ":pin 4",  # 1 card, 2 rule (sev1 needs a command team), 3 role, 4 this message
         "/incident decision Roll back prompt template v14 to v13",
         "/incident timeline",
-        "/incident status resolved rolled back",
+        "/incident status resolved force: sandbox tour, nothing to contain",
         "/incident postmortem",
         ":quit",
     ]) + "\n"
@@ -104,3 +104,25 @@ def test_socket_mode_needs_an_app_token(tmp_path, standin):
     env = {**bot_environment(f"sqlite:///{tmp_path / 'x.db'}", standin), "SLACK_APP_TOKEN": ""}
     result = warroom("serve", "--socket", env=env)
     assert result.returncode == 2 and "SLACK_APP_TOKEN is not set" in result.stderr
+
+
+def test_a_playbook_whose_rules_name_what_does_not_exist_is_refused(tmp_path, standin):
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text(
+        "taxonomy:\n  failure_modes:\n    drift: {description: d, containment: c, diagnostic: q}\n"
+        "  aliases: {injection: misuse}\n"
+        "rules:\n  - name: weather rule\n    when: {failure_mode: weather}\n"
+        "    require: {roles: [janitor], within: soon}\n")
+    env = {**bot_environment(f"sqlite:///{tmp_path / 'x.db'}", standin), "WARROOM_PLAYBOOK": str(playbook)}
+    result = warroom("serve", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "warroom: playbook.yaml: taxonomy: alias 'injection' points to 'misuse', which is not a failure mode (drift)",
+        "playbook.yaml: rules.0.require.roles: unknown role janitor; roles are ic, scribe, comms, tech, legal, privacy",
+        "playbook.yaml: rules.0.require.within: 'soon' is not a duration; use a duration such as 30s, 15m, 1h, 1h30m "
+        "or 2d",
+    ]
+    playbook.write_text("rules:\n  - name: x\n    when: {flag: affects-people}\n")
+    result = warroom("serve", env=env)
+    assert result.returncode == 2
+    assert "playbook.yaml: rules: rule 0 ('x'): flag 'affects-people' is not in flags" in result.stderr

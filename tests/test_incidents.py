@@ -75,7 +75,8 @@ def test_severity_and_status_record_old_and_new(db):
     incident = declare(db, severity=2)
     with db.sessions.begin() as session:
         sev = incidents.change_severity(session, "C0ROOM1", 1, "refunds promised to 300 users", "U0BOB", PLAYBOOK)
-        status = incidents.change_status(session, "C0ROOM1", "resolved", "", "U0BOB", PLAYBOOK)
+        status = incidents.change_status(session, "C0ROOM1", "resolved", "", "U0BOB", PLAYBOOK,
+                                         force_reason="a unit test: nothing to contain")
     assert (sev.old_value, sev.new_value) == ("sev2", "sev1")
     assert (status.old_value, status.new_value) == ("investigating", "resolved")
     with db.sessions.begin() as session, pytest.raises(NothingToChange):

@@ -11,7 +11,7 @@ from commands import parsing
 
 def test_declare_with_and_without_a_severity():
     assert parsing.parse_declare("sev1 Support bot quoting a refund policy").model_dump() == {
-        "title": "Support bot quoting a refund policy", "severity": 1, "summary": ""}
+        "title": "Support bot quoting a refund policy", "severity": 1, "summary": "", "driver": None, "failure_mode": None}
     assert parsing.parse_declare("SEV-2 drift").severity == 2
     assert parsing.parse_declare("Refund bot drift").severity == parsing.DEFAULT_SEVERITY
 
@@ -54,7 +54,8 @@ def test_entry_limits_count_escaped_characters():
 
 def test_status_and_sev():
     assert parsing.parse_status("contained rolled back to v13").model_dump() == {
-        "status": "contained", "note": "rolled back to v13"}
+        "status": "contained", "note": "rolled back to v13", "force_reason": None}
+    assert parsing.parse_status("resolved force: false alarm").force_reason == "false alarm"
     assert parsing.parse_sev("1 PII in answers").model_dump() == {"severity": 1, "reason": "PII in answers"}
     with pytest.raises(UsageError, match="not a status"):
         parsing.parse_status("fixed")

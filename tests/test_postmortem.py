@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import jsonschema
 import pytest
+import yaml
 from sqlalchemy import text as sql
 
 from tests.conftest import REPO_ROOT, bot_environment, bot_with_playbook, clean_slack, eventually
@@ -25,20 +26,19 @@ from tests.conftest import REPO_ROOT, bot_environment, bot_with_playbook, clean_
 ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
 GENERAL = "C0GENERAL"
 TITLE = "Support bot quoting a refund policy we don't have — Zoë's 東京 tenant"
-PLAYBOOK = """\
-version: 1
-updates:
-  cadence: {sev1: off, sev2: off, sev3: off, sev4: off}
-actions:
-  remind_before: 1d
-  remind_at: "00:00"
-"""
+def playbook() -> str:
+    """The shipped playbook, with update reminders off and action reminders due at once."""
+    policy = yaml.safe_load((REPO_ROOT / "playbook.yaml").read_text())
+    policy["updates"]["cadence"] = {level: "off" for level in ("sev1", "sev2", "sev3", "sev4")}
+    policy["actions"] = {"remind_before": "1d", "remind_at": "00:00"}
+    return yaml.safe_dump(policy, sort_keys=False)
+
 SCHEMA = json.loads((REPO_ROOT / "docs" / "export-schema-v1.json").read_text())
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def record_env(request, tmp_path_factory, standin):
-    with bot_with_playbook(request, tmp_path_factory, standin, "postmortem-bot", PLAYBOOK,
+    with bot_with_playbook(request, tmp_path_factory, standin, "postmortem-bot", playbook(),
                            WARROOM_TICK="1s") as (database, bot, _, tmp):
         yield database, bot, tmp
 
@@ -53,7 +53,7 @@ def slack(record_env, standin):
 def ok(result) -> str:
     assert result.status == 200, result.body
     text = result.body if isinstance(result.body, str) else (result.body or {}).get("text", "")
-    assert ":x:" not in text and "Usage" not in text, text
+    assert not text.startswith((":warning:", ":x:", "Could not record")) and "Usage" not in text, text
     return text
 
 
@@ -102,9 +102,16 @@ def build_incident(slack, standin, database) -> tuple[str, dict]:
     ok(slack.command(BOB, room, "sev 1 other customers' orders appear in answers"))
     ok(slack.command(BOB, room, "status identified v14 retrieval filter"))
     ok(slack.command(BOB, room, "decision Disable the refund tool until evals pass; reversible, owner tech"))
+    ok(slack.command(BOB, room, "contain Roll back prompt template to v13 reversible verify: no refund quotes "
+                                "outside the policy in 30 minutes"))
     ok(slack.command(BOB, room, "status contained rollback to v13 live"))
     ok(slack.command(CAROL, room, "update Rolled back; answers quote the real policy again. Next update 15:00."))
     ok(slack.command(BOB, room, "status monitoring watching refund answers for an hour"))
+    for item, value in (("model", "gpt-4o-2024-08-06"), ("prompt", "refund-answers v14 → v13"),
+                        ("retrieval", "policies-index 2026-11-20"), ("safety", "grounding threshold 0.7"),
+                        ("window", "2026-11-23 09:10 to 11:40 UTC"), ("trace", "ticket #4411, trace 5531")):
+        ok(slack.command(DAVE, room, f"evidence {item} {value}"))
+    ok(slack.command(BOB, room, "contain verified 1 zero policy-violating refund answers since 11:40"))
     ok(slack.command(BOB, room, "status resolved no bad answers for 60 minutes"))
     due = (datetime.now(timezone.utc) + timedelta(days=14)).date()
     ok(slack.command(BOB, room, f"action <@{DAVE}|dave> {due.isoformat()} Add a refund-policy eval to the "

@@ -114,7 +114,7 @@ def test_roles_are_handed_out_handed_over_and_listed(slack, standin, database):
 
     assert slack.command(ALICE, channel, "role ic <@U0BOB|bob>").status == 200
     eventually(lambda: BOB in standin.channel(channel)["members"])
-    told = eventually(lambda: [t for t in texts(standin, channel) if "Incident commander" in t])
+    told = eventually(lambda: [t for t in texts(standin, channel) if "is now *Incident commander*" in t])
     assert "<@U0BOB>" in told[0] and "assigned by <@U0ALICE>" in told[0]
     card = eventually(lambda: [c for c in standin.calls("chat.update") if "U0BOB" in str(c["args"])])
     assert card
@@ -145,7 +145,7 @@ def test_decisions_notes_severity_status_and_the_timeline(slack, standin, databa
         result = slack.command(ALICE, channel, step)
         assert result.status == 200 and result.body == ""  # the room gets the message, not an echo
 
-    eventually(lambda: len(standin.messages(channel)) >= 5)
+    eventually(lambda: len(standin.messages(channel)) >= 6)  # card, sev1 rule, and the four steps
     posted = "\n".join(texts(standin, channel))
     assert "*Decision* by <@U0ALICE>" in posted and "Roll back prompt template v14 to v13" in posted
     assert "Severity changed *SEV1 → SEV2*" in posted and "Status changed *investigating → contained*" in posted
@@ -153,17 +153,19 @@ def test_decisions_notes_severity_status_and_the_timeline(slack, standin, databa
 
     rows = database.rows("SELECT kind, old_value, new_value, text FROM timeline_entry ORDER BY id")
     assert [(r["kind"], r["old_value"], r["new_value"]) for r in rows] == [
-        ("declared", None, "sev1"), ("decision", None, None), ("note", None, None),
+        ("declared", None, "sev1"), ("rule", None, "fired"),  # the playbook's sev1 rule
+        ("decision", None, None), ("note", None, None),
         ("severity", "sev1", "sev2"), ("status", "investigating", "contained")]
-    assert rows[3]["text"] == "Only the EU support bot is affected"
+    assert rows[4]["text"] == "Only the EU support bot is affected"
 
     timeline = said(slack.command(BOB, channel, "timeline"))
     lines = [line for line in timeline.splitlines() if line.startswith("`")]
-    assert len(lines) == 5
+    assert len(lines) == 6
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     assert all(line.startswith(f"`{today} ") and " UTC`" in line for line in lines)
-    assert "decided:* Roll back prompt template v14 to v13" in lines[1]
-    assert "changed status investigating → contained" in lines[4]
+    assert "rule: Rule fired: sev1 needs a full command team" in lines[1]
+    assert "decided:* Roll back prompt template v14 to v13" in lines[2]
+    assert "changed status investigating → contained" in lines[5]
 
 
 def test_a_pinned_message_joins_the_timeline_once(slack, standin, database):
@@ -255,14 +257,18 @@ def test_typed_text_pings_no_one(slack, standin, database):
     channel = declare(slack, standin, text=f"sev2 Leak {hostile}")["id"]
     slack.command(ALICE, channel, f"decision Ignore {hostile}")
     slack.command(ALICE, channel, f"status identified {hostile}")
-    eventually(lambda: len(standin.messages(channel)) >= 3)
+    slack.command(ALICE, channel, f"evidence trace {hostile}")
+    slack.command(ALICE, channel, f"contain {hostile} verify: {hostile}")
+    slack.command(ALICE, channel, f"action <@U0CAROL> 2099-01-01 {hostile} verify: {hostile}")
+    eventually(lambda: len(standin.messages(channel)) >= 6)
     eventually(lambda: standin.messages(INCIDENTS))
 
     for where in (channel, INCIDENTS):
         for message in standin.messages(where):
             if message.get("user") in (ALICE, BOB, CAROL, DAVE):
                 continue
-            assert set(message["mentions"]) <= {"<@U0ALICE>", f"<#{channel}>"}, message
+            # The bot mentions only whom it means to: the actor, and the action's owner it was given.
+            assert set(message["mentions"]) <= {"<@U0ALICE>", "<@U0CAROL>", f"<#{channel}>"}, message
     title = database.scalar("SELECT title FROM incident")
     assert title == "Leak <!channel> <!here|here> <@U0BOB> click here (http://evil.test) @dave"
 

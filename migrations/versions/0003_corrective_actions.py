@@ -45,18 +45,18 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('detected_at', bot.db.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('reminder', schema=None) as batch_op:
-        # Action reminders share the ledger; the key gains the action (0 for update reminders).
-        batch_op.add_column(sa.Column('action_number', sa.Integer(), server_default=sa.text('0'), nullable=False))
+        # Action reminders share the ledger; the key gains a subject (the action; 0 for update reminders).
+        batch_op.add_column(sa.Column('subject', sa.Integer(), server_default=sa.text('0'), nullable=False))
         batch_op.drop_constraint(batch_op.f('uq_reminder_incident_id_kind_due_at'), type_='unique')
-        batch_op.create_unique_constraint(batch_op.f('uq_reminder_incident_id_kind_action_number_due_at'), ['incident_id', 'kind', 'action_number', 'due_at'])
+        batch_op.create_unique_constraint(batch_op.f('uq_reminder_incident_id_kind_subject_due_at'), ['incident_id', 'kind', 'subject', 'due_at'])
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('reminder', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('uq_reminder_incident_id_kind_action_number_due_at'), type_='unique')
+        batch_op.drop_constraint(batch_op.f('uq_reminder_incident_id_kind_subject_due_at'), type_='unique')
         batch_op.create_unique_constraint(batch_op.f('uq_reminder_incident_id_kind_due_at'), ['incident_id', 'kind', 'due_at'])
-        batch_op.drop_column('action_number')
+        batch_op.drop_column('subject')
 
     with op.batch_alter_table('incident', schema=None) as batch_op:
         batch_op.drop_column('detected_at')

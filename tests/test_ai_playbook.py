@@ -1,0 +1,260 @@
+"""The AI incident playbook in the room, end to end over signed HTTP: classification, the failure
+mode's containment and diagnostic, severity levels from the playbook, and if/then rules that fire
+when (and only when) their trigger holds and are called out once when not met in time.
+
+The bot runs this repository's playbook.yaml with the rules' deadlines shortened to seconds and a
+1 s tick; everything else (taxonomy, texts, triggers) is what ships.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, bot_with_playbook, clean_slack, eventually
+
+ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
+GENERAL = "C0GENERAL"
+DEADLINE = 3  # seconds: every rule's `within` in this bot's playbook
+
+
+def fast_playbook() -> str:
+    policy = yaml.safe_load((REPO_ROOT / "playbook.yaml").read_text())
+    policy["updates"]["cadence"] = {level: "off" for level in ("sev1", "sev2", "sev3", "sev4")}
+    for rule in policy["rules"]:
+        if "require" in rule:
+            rule["require"]["within"] = f"{DEADLINE}s"
+    return yaml.safe_dump(policy, sort_keys=False)
+
+
+SHIPPED = yaml.safe_load((REPO_ROOT / "playbook.yaml").read_text())
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def playbook_env(request, tmp_path_factory, standin):
+    with bot_with_playbook(request, tmp_path_factory, standin, "playbook-bot", fast_playbook(),
+                           WARROOM_TICK="1s") as (database, bot, _, _tmp):
+        yield database, bot
+
+
+@pytest.fixture
+def slack(playbook_env, standin):
+    database, bot = playbook_env
+    with clean_slack(bot, database, standin) as simulator:
+        yield simulator
+
+
+def declare(slack, standin, database, text: str) -> str:
+    result = slack.command(ALICE, GENERAL, f"declare {text}")
+    assert result.status == 200, result.body
+    number = database.scalar("SELECT max(number) FROM incident")
+    channel = eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = :n", n=number))
+    eventually(lambda: [c for c in standin.calls("conversations.setTopic") if c["args"]["channel"] == channel])
+    return channel
+
+
+def texts(standin, channel) -> list[str]:
+    return [message["text"] for message in standin.messages(channel)]
+
+
+def call_outs(standin, channel) -> list[dict]:
+    return [m for m in standin.messages(channel)
+            if (m.get("metadata") or {}).get("event_type") == "warroom_rule_missed"]
+
+
+def test_classifying_posts_the_playbooks_containment_and_question(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev3 Refund bot invents a 90-day policy")
+    result = slack.command(BOB, room, "classify policy hallucination")
+    assert result.status == 200 and result.body == ""
+    guidance = SHIPPED["taxonomy"]["failure_modes"]["hallucination"]
+    posted = eventually(lambda: [t for t in texts(standin, room) if "Classified *policy / hallucination*" in t])[0]
+    assert guidance["containment"] in posted and guidance["diagnostic"] in posted
+    row = database.rows("SELECT driver, failure_mode FROM incident")[0]
+    assert dict(row) == {"driver": "policy", "failure_mode": "hallucination"}
+    # Reclassifying is a change of its own, with the old value kept.
+    slack.command(BOB, room, "classify model prompt-injection")  # an alias the playbook maps to misuse
+    eventually(lambda: [t for t in texts(standin, room) if "*model / misuse*" in t and "was policy / hallucination" in t])
+    entries = database.rows("SELECT old_value, new_value FROM timeline_entry WHERE kind = 'classified' ORDER BY id")
+    assert [(e["old_value"], e["new_value"]) for e in entries] == [
+        (None, "policy/hallucination"), ("policy/hallucination", "model/misuse")]
+    card = eventually(lambda: [c for c in standin.calls("chat.update") if "model / misuse" in str(c["args"])])
+    assert card
+
+
+@pytest.mark.parametrize("text, says", [
+    ("classify", "Give a driver"),
+    ("classify model", "Give a driver"),
+    ("classify weather drift", "`weather` is not a driver"),
+    ("classify data sadness", "`sadness` is not a failure mode"),
+    ("classify data leakage extra", "Give a driver"),
+    ("flag nonsense", "`nonsense` is not a flag in the playbook"),
+    ("flag affects-people maybe", "Name one flag"),
+])
+def test_bad_classifications_are_refused_and_write_nothing(slack, standin, playbook_env, text, says):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev3 Drift in the ranking model")
+    before = database.scalar("SELECT count(*) FROM timeline_entry")
+    result = slack.command(BOB, room, text)
+    assert says in result.body and "Usage" in result.body
+    assert database.scalar("SELECT count(*) FROM timeline_entry") == before
+    assert database.scalar("SELECT failure_mode FROM incident") is None
+
+
+def test_leakage_requires_privacy_in_time_and_a_miss_is_called_out_once(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Support bot shows another customer's invoices")
+    slack.command(ALICE, room, "role ic <@U0BOB|bob>")
+    slack.command(BOB, room, "classify data leakage")
+    fired = eventually(lambda: [t for t in texts(standin, room) if "Playbook rule: leakage needs privacy" in t])[0]
+    assert "Freeze prompt and config changes and preserve logs" in fired and "*Privacy*" in fired
+    # Nobody takes privacy: once the deadline passes the commander is told, once, and it is logged.
+    missed = eventually(lambda: call_outs(standin, room), timeout=DEADLINE + 5)
+    assert "<@U0BOB>" in missed[0]["text"] and "leakage needs privacy" in missed[0]["text"]
+    time.sleep(3)  # three more ticks
+    assert len(call_outs(standin, room)) == 1
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'rule' AND new_value = 'missed'") == 1
+
+
+def test_a_requirement_met_in_time_is_not_called_out(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Retrieval returns other tenants' tickets")
+    slack.command(BOB, room, "classify data data-leakage")
+    eventually(lambda: [t for t in texts(standin, room) if "leakage needs privacy" in t])
+    slack.command(BOB, room, "role privacy <@U0DAVE|dave>")
+    assert database.scalar("SELECT met_at FROM rule_requirement WHERE rule = 'leakage needs privacy'") is not None
+    time.sleep(DEADLINE + 2)
+    assert call_outs(standin, room) == []
+
+
+def test_sev1_needs_a_command_team_from_the_declaration(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev1 Loan model denies every applicant over 60")
+    posted = eventually(lambda: [t for t in texts(standin, room) if "sev1 needs a full command team" in t])[0]
+    assert "*Incident commander*" in posted and "*Comms lead*" in posted and "*Tech lead*" in posted
+    slack.command(ALICE, room, "role ic <@U0BOB|bob>")
+    slack.command(BOB, room, "role comms <@U0CAROL|carol>")
+    # Tech lead still open at the deadline: the call-out names only what is missing.
+    missed = eventually(lambda: call_outs(standin, room), timeout=DEADLINE + 5)[0]["text"]
+    assert "*Tech lead*" in missed and "*Comms lead*" not in missed
+
+
+def test_the_bias_rule_needs_both_the_failure_mode_and_the_flag(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Credit model approves fewer applicants in one region")
+    slack.command(BOB, room, "classify data bias")
+    eventually(lambda: [t for t in texts(standin, room) if "Classified *data / bias*" in t])
+    assert not [t for t in texts(standin, room) if "legal" in t.lower()]
+    slack.command(BOB, room, "flag affects-people")
+    posted = eventually(lambda: [t for t in texts(standin, room) if "biased decisions about people need legal" in t])
+    assert "*Legal*" in posted[0]
+    rules = [r["rule"] for r in database.rows("SELECT rule FROM rule_requirement ORDER BY id")]
+    assert rules == ["biased decisions about people need legal"]  # a sev2 fires no sev1 rule
+    slack.command(BOB, room, "role legal <@U0DAVE|dave>")
+    time.sleep(DEADLINE + 2)
+    assert call_outs(standin, room) == []
+
+
+def test_sev_alone_shows_the_playbooks_severity_levels(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev3 Refusals up after model upgrade")
+    shown = slack.command(BOB, room, "sev").body
+    for level, meaning in SHIPPED["severity"].items():
+        assert f"*{level.upper()}*: {meaning.replace('&', '&amp;')}" in shown
+    assert database.scalar("SELECT severity FROM incident") == 3
+
+
+def test_the_declare_form_can_classify_and_the_room_gets_the_guidance(slack, standin, playbook_env):
+    database, _ = playbook_env
+    slack.command(BOB, GENERAL, "declare")
+    view = eventually(lambda: standin.views())[0]
+    blocks = {block["block_id"]: block for block in view["view"]["blocks"]}
+    assert [o["value"] for o in blocks["failure_mode"]["element"]["options"]] == list(
+        SHIPPED["taxonomy"]["failure_modes"])
+    half = slack.submit_view(BOB, view["id"], {"title": "Agent emails customers on injected instructions",
+                                               "severity": "2", "failure_mode": "misuse"})
+    assert "driver" in half.body["errors"] and database.scalar("SELECT count(*) FROM incident") == 0
+    slack.submit_view(BOB, view["id"], {"title": "Agent emails customers on injected instructions",
+                                        "severity": "2", "driver": "platform", "failure_mode": "misuse"})
+    room = eventually(lambda: database.scalar("SELECT channel_id FROM incident"))
+    guidance = SHIPPED["taxonomy"]["failure_modes"]["misuse"]
+    eventually(lambda: [t for t in texts(standin, room) if guidance["containment"] in t])
+    assert dict(database.rows("SELECT driver, failure_mode FROM incident")[0]) == {
+        "driver": "platform", "failure_mode": "misuse"}
+
+
+EVIDENCE = {"model": "gpt-4o-2024-08-06", "prompt": "refund-answers v14", "retrieval": "policies-index 2026-11-20",
+            "safety": "grounding threshold 0.7", "window": "2026-11-23 09:10 to 11:40 UTC",
+            "trace": "ticket #4411 → trace 5531"}
+
+
+def test_evidence_and_verified_containment_gate_resolving_a_serious_incident(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Support bot quoting a refund policy we don't have")
+    checklist = slack.command(BOB, room, "evidence").body
+    assert "(0 of 6 recorded)" in checklist and "`/incident evidence model &lt;value or link&gt;`" in checklist
+
+    slack.command(BOB, room, f"evidence model {EVIDENCE['model']}")
+    slack.command(BOB, room, f"evidence trace {EVIDENCE['trace']}")
+    assert "(2 of 6 recorded)" in slack.command(BOB, room, "evidence").body
+    eventually(lambda: [t for t in texts(standin, room) if "*Evidence* (Model and version) recorded" in t])
+
+    refused = slack.command(BOB, room, "status resolved all good now").body
+    for item in ("Prompt template version", "Retrieval sources / index version", "Safety settings", "Time window",
+                 "containment: none logged"):
+        assert item in refused
+    assert "Model and version" not in refused and "force: &lt;why&gt;" in refused
+    assert database.scalar("SELECT status FROM incident") == "investigating"
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'status'") == 0
+
+    slack.command(BOB, room, "contain Disable the refund tool reversible verify: no refund answers in 30 minutes")
+    posted = eventually(lambda: [t for t in texts(standin, room) if "Containment *C1*" in t])[0]
+    assert "(reversible)" in posted and "Shows it worked: no refund answers in 30 minutes" in posted
+    for item in ("prompt", "retrieval", "safety", "window"):
+        slack.command(BOB, room, f"evidence {item} {EVIDENCE[item]}")
+    refused = slack.command(BOB, room, "status resolved").body
+    assert "C1 not verified" in refused and "evidence:" not in refused
+
+    slack.command(BOB, room, "contain verified 1 zero refund answers since 11:40")
+    assert "[verified] Disable the refund tool" in slack.command(BOB, room, "contain").body
+    assert slack.command(BOB, room, "status resolved rollback held for an hour").body == ""
+    assert database.scalar("SELECT status FROM incident") == "resolved"
+    stored = {r["item"]: r["value"] for r in database.rows("SELECT item, value FROM evidence_record")}
+    assert stored == EVIDENCE
+
+
+def test_a_forced_resolve_keeps_its_reason_and_what_was_missing(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev1 Agent emailed customers on injected instructions")
+    assert "reason for forcing it is missing" in slack.command(BOB, room, "status resolved force:").body
+    assert slack.command(BOB, room, "status resolved force: false alarm, the emails were a test tenant").body == ""
+    override = database.rows("SELECT text FROM timeline_entry WHERE kind = 'override'")[0]["text"]
+    assert override.startswith("Resolved without: evidence: Model and version; ")
+    assert override.endswith("Reason: false alarm, the emails were a test tenant")
+
+
+def test_minor_incidents_resolve_without_the_gate(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev3 Summaries slightly longer after upgrade")
+    assert slack.command(BOB, room, "status resolved").body == ""
+
+
+@pytest.mark.parametrize("text, says", [
+    ("evidence weights v3", "`weights` is not an evidence item"),
+    ("evidence model", "The value is missing"),
+    ("contain verified 9 it worked", "has no containment action C9"),
+    ("contain verified x", "is not a containment number"),
+    ("contain verified 1", "The evidence that it worked is missing"),
+    ("contain reversible", "The containment action is missing"),
+    ("contain Disable tool verify:", "The signal that it worked is missing"),
+])
+def test_bad_evidence_and_containment_are_refused_and_write_nothing(slack, standin, playbook_env, text, says):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Retrieval leak")
+    before = database.scalar("SELECT count(*) FROM timeline_entry")
+    assert says in slack.command(BOB, room, text).body
+    assert database.scalar("SELECT count(*) FROM timeline_entry") == before
+    assert database.scalar("SELECT count(*) FROM evidence_record") == 0
+    assert database.scalar("SELECT count(*) FROM containment") == 0
