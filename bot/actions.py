@@ -119,6 +119,8 @@ def record_action(session: Session, channel_id: str, *, owner_id: str, due_on: d
                          f"Give today's date or a later one, like `{utcnow().date().isoformat()}`.")
     number = (session.scalar(select(func.max(CorrectiveAction.number))
                              .where(CorrectiveAction.incident_id == incident.id)) or 0) + 1
+    text, _ = incidents.redact(session, incident.id, text)
+    verification, _ = incidents.redact(session, incident.id, verification) if verification else ("", [])
     early, on_the_day = playbook.action_reminder_times(due_on)
     action = CorrectiveAction(
         incident_id=incident.id, number=number, text=text, owner_id=owner_id, due_on=due_on,
@@ -155,6 +157,7 @@ def set_verification(session: Session, channel_id: str, number: int, how: str, a
     """Say how we will know an action works, for one recorded without (or to restate it)."""
     incident = incidents.lock_incident_in_channel(session, channel_id)
     action = _action(session, incident, number)
+    how, _ = incidents.redact(session, incident.id, how)
     if action.verification == how:
         raise NothingToChange(f"A{number} already says that.")
     action.verification = how
@@ -170,6 +173,7 @@ def verify_action(session: Session, channel_id: str, number: int, evidence: str,
     if action.verified_at is not None:
         raise NothingToChange(f"A{number} is already verified.")
     old_state, now = action.state, utcnow()
+    evidence, _ = incidents.redact(session, incident.id, evidence)
     if action.done_at is None:
         action.done_at, action.done_by = now, actor_id
     action.verified_at, action.verified_by, action.verified_evidence = now, actor_id, evidence

@@ -70,9 +70,13 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker:
-    """Sessions that keep loaded values after commit, so handlers can render what they wrote."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, redaction_key: bytes | None = None) -> sessionmaker:
+    """Sessions that keep loaded values after commit, so handlers can render what they wrote.
+
+    Each session carries the deployment's redaction key in `session.info`, so the services that
+    write what people typed can redact it without every call passing the key along.
+    """
+    return sessionmaker(engine, expire_on_commit=False, info={"redaction_key": redaction_key})
 
 
 def database_is_reachable(engine: Engine) -> bool:
@@ -83,3 +87,10 @@ def database_is_reachable(engine: Engine) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "not healthy", reported as such
         return False
+
+
+def dialect_insert(session, model):
+    """INSERT for this session's database, with its ON CONFLICT clauses (PostgreSQL or SQLite)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(model)

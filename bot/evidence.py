@@ -108,7 +108,8 @@ def record_containment(session: Session, channel_id: str, text: str, reversible:
                                 new_value="reversible" if reversible else "irreversible" if reversible is False
                                 else None, source_ref=f"C{number}")
     containment = Containment(incident_id=incident.id, number=number, text=entry.text.removeprefix(f"C{number}: "),
-                              reversible=reversible, success_signal=success_signal, created_by=actor_id,
+                              reversible=reversible, created_by=actor_id,
+                              success_signal=incidents.redact(session, incident.id, success_signal)[0],
                               created_at=utcnow(), verified_evidence="")
     session.add(containment)
     session.flush()

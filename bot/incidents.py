@@ -13,12 +13,13 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from bot import cadence, rules
-from bot.db import utcnow
+from bot import cadence, redaction, rules
+from bot.db import dialect_insert, utcnow
 from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
-from bot.models import ROLES, Counter, Incident, ProcessedEvent, RoleAssignment, TimelineEntry
+from bot.models import ROLES, Counter, Incident, ProcessedEvent, RedactedValue, RoleAssignment, TimelineEntry
 from bot.playbook import Playbook, format_duration
 from bot.rules import FiredRule
+from bot.settings import LOCAL_REDACTION_KEY
 
 SEVERITIES = (1, 2, 3, 4)
 STATUSES = ("investigating", "identified", "contained", "monitoring", "resolved")
@@ -39,6 +40,8 @@ class TimelineItem(BaseModel):
     occurred_at: datetime
     source: str
     source_ref: str | None
+    # Kinds of secret or personal data taken out of the text before it was stored (not a column).
+    redacted: list[str] = []
 
 
 class IncidentView(BaseModel):
@@ -117,12 +120,33 @@ def _next_incident_number(session: Session) -> int:
     return session.execute(statement).scalar_one()
 
 
-def add_entry(session: Session, incident: Incident, kind: str, actor_id: str, **fields) -> TimelineItem:
-    """Write one timeline entry for the incident (in the caller's transaction)."""
-    entry = TimelineEntry(incident_id=incident.id, kind=kind, actor_id=actor_id, **fields)
+def redact(session: Session, incident_id: int, text: str) -> tuple[str, list[str]]:
+    """`text` with secrets and personal data replaced by placeholders, and the kinds found.
+
+    Each value found is remembered for the incident as a keyed hash only (redacted_value), so it
+    is recognised when it comes up again (same placeholder) and never stored itself.
+    """
+    result = redaction.redact(text, key=session.info.get("redaction_key") or LOCAL_REDACTION_KEY)
+    for finding in result.findings:
+        now = utcnow()
+        statement = dialect_insert(session, RedactedValue).values(
+            incident_id=incident_id, kind=finding.kind, fingerprint=finding.fingerprint, first_seen_at=now,
+            times_seen=1)
+        session.execute(statement.on_conflict_do_update(
+            index_elements=["incident_id", "fingerprint"], set_={"times_seen": RedactedValue.times_seen + 1}))
+    return result.text, result.kinds()
+
+
+def add_entry(session: Session, incident: Incident, kind: str, actor_id: str, *, text: str = "",
+              **fields) -> TimelineItem:
+    """Write one timeline entry for the incident (in the caller's transaction), its text redacted."""
+    text, kinds = redact(session, incident.id, text) if text else (text, [])
+    entry = TimelineEntry(incident_id=incident.id, kind=kind, actor_id=actor_id, text=text, **fields)
     session.add(entry)
     session.flush()
-    return TimelineItem.model_validate(entry)
+    item = TimelineItem.model_validate(entry)
+    item.redacted = kinds
+    return item
 
 
 def declare_incident(
@@ -143,6 +167,10 @@ def declare_incident(
     cadence.start_clock(incident, playbook)
     session.add(incident)
     session.flush()
+    # What people typed is stored redacted; the title also names the channel, so it comes first.
+    incident.title, _ = redact(session, incident.id, title)
+    incident.summary, _ = redact(session, incident.id, summary) if summary else ("", [])
+    title = incident.title
     add_entry(
         session, incident, "declared", declared_by,
         text=title, new_value=f"sev{severity}", occurred_at=incident.declared_at,

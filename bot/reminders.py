@@ -11,12 +11,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot import actions, cadence, rules
 from bot.actions import ActionReminderDue
 from bot.cadence import ReminderDue
+from bot.db import dialect_insert
 from bot.models import Reminder
 from bot.rules import RequirementDue
 
@@ -35,11 +35,6 @@ class DeliveryFailed(Exception):
         self.permanent = permanent
 
 
-def _insert_ignoring_duplicates(session: Session):
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Reminder)
-
-
 def schedule_due_reminders(session: Session, now: datetime) -> None:
     """Write a reminder row for everything that fell due: updates, escalations, action reminders.
 
@@ -52,7 +47,7 @@ def schedule_due_reminders(session: Session, now: datetime) -> None:
         new = select(incident_id, kind, subject, due_at, literal(now), literal(0), literal(False)).where(
             ~exists().where(Reminder.incident_id == incident_id, Reminder.kind == kind,
                             Reminder.subject == subject, Reminder.due_at == due_at))
-        statement = _insert_ignoring_duplicates(session).from_select(
+        statement = dialect_insert(session, Reminder).from_select(
             [*KEY, "created_at", "attempts", "late"], new
         ).on_conflict_do_nothing(index_elements=KEY)
         session.execute(statement)

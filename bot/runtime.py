@@ -26,7 +26,8 @@ class Runtime:
         """Everything built at start-up; a bad playbook raises PlaybookError before anything runs."""
         playbook = load_playbook(settings.warroom_playbook or None)
         engine = make_engine(settings.database_url)
-        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine), playbook=playbook)
+        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine, settings.redaction_key),
+                   playbook=playbook)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -8,6 +8,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SLACK_API_URL = "https://slack.com/api/"
 
 
+# Only for a bot with no Slack secrets at all (command-line tools, tests): fingerprints made with it
+# are recognisable by anyone who has this source code.
+LOCAL_REDACTION_KEY = b"warroom-local-redaction-key"
+
+
 class SettingsError(Exception):
     """A missing or malformed setting; the message is one line a person can act on."""
 
@@ -32,6 +37,10 @@ class Settings(BaseSettings):
     warroom_playbook: str = ""
     # How often the reminder ticker asks the database what is due (a duration: 5s, 1m).
     warroom_tick: str = "5s"
+    # Keys the hashes of values redacted from what people type (secrets, personal data). Set it
+    # (the same on every replica) so fingerprints survive rotating Slack's secrets; by default it
+    # is derived from the signing secret (or the app token in Socket Mode).
+    warroom_redaction_key: SecretStr | None = None
 
     @field_validator("warroom_tick")
     @classmethod
@@ -46,6 +55,15 @@ class Settings(BaseSettings):
         from bot.playbook import parse_duration
 
         return parse_duration(self.warroom_tick)
+
+    @property
+    def redaction_key(self) -> bytes:
+        from bot.redaction import derive_key
+
+        for secret in (self.warroom_redaction_key, self.slack_signing_secret, self.slack_app_token):
+            if secret is not None and secret.get_secret_value():
+                return derive_key(secret.get_secret_value())
+        return LOCAL_REDACTION_KEY
 
     @field_validator("slack_api_url")
     @classmethod

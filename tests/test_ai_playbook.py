@@ -9,6 +9,7 @@ The bot runs this repository's playbook.yaml with the rules' deadlines shortened
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -258,3 +259,56 @@ def test_bad_evidence_and_containment_are_refused_and_write_nothing(slack, stand
     assert database.scalar("SELECT count(*) FROM timeline_entry") == before
     assert database.scalar("SELECT count(*) FROM evidence_record") == 0
     assert database.scalar("SELECT count(*) FROM containment") == 0
+
+
+def aiid_texts(count: int) -> list[str]:
+    """Real incident descriptions from the AI Incident Database (CC BY-SA 4.0), as typed text."""
+    import csv
+
+    for path in (REPO_ROOT.parent / "shared" / "data" / "aiid" / "incidents.csv",
+                 Path("/work/shared/data/aiid/incidents.csv")):
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            return [row["description"][:1500] for row in rows[::max(1, len(rows) // count)]][:count]
+    pytest.skip("the AI Incident Database snapshot is not at ../shared/data/aiid")
+
+
+def test_secrets_and_personal_data_are_stored_and_shown_redacted(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev3 Bot mailed jane.doe@example.com's invoice to another tenant")
+    title = database.scalar("SELECT title FROM incident")
+    assert "jane.doe" not in title and "[redacted email " in title
+    assert "jane" not in standin.channel(room)["name"]
+
+    slack.command(BOB, room, "note Customer rang from +44 20 7946 0958 about card 4111 1111 1111 1111")
+    slack.command(BOB, room, "decision Contact JANE.DOE@example.com first; key sk-proj-AbCdEf0123456789AbCdEf0123456789 "
+                             "to be rotated")
+    slack.command(BOB, room, "evidence trace replayed with token ghp_0123456789abcdefABCDEF0123456789abcd")
+    eventually(lambda: len([t for t in texts(standin, room) if ":lock: _Redacted" in t]) == 3)
+
+    stored = " ".join(r["text"] for r in database.rows("SELECT text FROM timeline_entry"))
+    stored += database.scalar("SELECT value FROM evidence_record")
+    posted = " ".join(texts(standin, room) + texts(standin, "C0INCIDENTS"))
+    for secret in ("jane.doe", "JANE.DOE", "7946 0958", "4111 1111", "sk-proj-AbCd", "ghp_0123"):
+        assert secret not in stored and secret not in posted
+    for kind in ("email", "phone_number", "card_number", "api_key", "token"):
+        assert f"[redacted {kind} " in stored
+    # The same address, typed twice in another case, is recognised: one hash, seen twice, same placeholder.
+    seen = database.rows("SELECT kind, times_seen FROM redacted_value WHERE kind = 'email'")
+    assert [dict(r) for r in seen] == [{"kind": "email", "times_seen": 2}]  # in the title, in the decision
+    placeholders = {word for word in stored.split("[redacted email ")[1:]}
+    assert len({p[:6] for p in placeholders}) == 1
+    assert database.scalar("SELECT count(*) FROM redacted_value") == 5
+
+
+def test_ordinary_incident_text_is_left_alone(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev3 Real incident descriptions as notes")
+    notes = aiid_texts(12)
+    for note in notes:
+        assert slack.command(BOB, room, f"note {note.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}"
+                             ).body == ""
+    stored = [r["text"] for r in database.rows("SELECT text FROM timeline_entry WHERE kind = 'note' ORDER BY id")]
+    assert stored == [note.strip() for note in notes]
+    assert database.scalar("SELECT count(*) FROM redacted_value") == 0

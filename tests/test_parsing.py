@@ -64,10 +64,14 @@ def test_status_and_sev():
 
 
 def test_rendered_user_text_cannot_mention_anyone():
-    text = render("timeline_entry_logged.slack.j2", entry=type("E", (), {
-        "kind": "decision", "actor_id": "U0ALICE", "text": "<!channel> <@U0BOB> <http://evil|click> & co",
-        "occurred_at": __import__("datetime").datetime(2026, 11, 23, 18, 0, tzinfo=__import__("datetime").timezone.utc),
-    })())
+    from datetime import datetime, timezone
+
+    from bot.incidents import TimelineItem
+
+    entry = TimelineItem(id=1, kind="decision", actor_id="U0ALICE", old_value=None, new_value=None,
+                         text="<!channel> <@U0BOB> <http://evil|click> & co", source="command", source_ref=None,
+                         occurred_at=datetime(2026, 11, 23, 18, 0, tzinfo=timezone.utc))
+    text = render("timeline_entry_logged.slack.j2", entry=entry)
     assert "<@U0ALICE>" in text  # the bot's own, validated mention
     assert "&lt;!channel&gt; &lt;@U0BOB&gt; &lt;http://evil|click&gt; &amp; co" in text
     assert "<!channel>" not in text and "<@U0BOB>" not in text
