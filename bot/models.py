@@ -75,6 +75,9 @@ class Incident(Base):
     driver: Mapped[str | None] = mapped_column(String(30), nullable=True)
     failure_mode: Mapped[str | None] = mapped_column(String(30), nullable=True)
     flags: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # The notification decision (notify, or not and why), which stops the notification clocks.
+    notification_decision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notification_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="incident", order_by="RoleAssignment.id"
@@ -210,6 +213,39 @@ class Containment(Base):
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     verified_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     verified_evidence: Mapped[str] = mapped_column(Text, default="")
+
+
+class AssessmentAnswer(Base):
+    """An answer to a playbook checklist question (impact, notification), as last given."""
+
+    __tablename__ = "assessment_answer"
+    __table_args__ = (UniqueConstraint("incident_id", "topic", "question"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(20))  # impact | notification
+    question: Mapped[str] = mapped_column(String(40))
+    answer: Mapped[str] = mapped_column(Text)
+    answered_by: Mapped[str] = mapped_column(String(32))
+    answered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NotificationDeadline(Base):
+    """One reminder point of a running notification clock: remind at `remind_at`, due at `deadline_at`.
+
+    Rows are written when the answers make a clock apply, and stopped when they no longer do or
+    the decision is recorded; the ticker reminds the room at each point still running.
+    """
+
+    __tablename__ = "notification_deadline"
+    __table_args__ = (UniqueConstraint("incident_id", "clock", "remind_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"))
+    clock: Mapped[str] = mapped_column(String(120))
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    remind_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RedactedValue(Base):

@@ -218,6 +218,33 @@ class Evidence(BaseModel):
     gate_resolve_at_most_severity: int = Field(2, ge=0, le=4)
 
 
+class NotificationClock(BaseModel):
+    """A duty to notify someone by a deadline, which applies when every named answer is yes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    when: list[str]  # notification questions that must all be answered yes
+    within: Annotated[timedelta, BeforeValidator(parse_duration)]  # from awareness (detection)
+    remind_before: list[Annotated[timedelta, BeforeValidator(parse_duration)]] = []
+
+
+class Notification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    questions: dict[str, str] = {}
+    clocks: list[NotificationClock] = []
+
+    @model_validator(mode="after")
+    def _clocks_ask_known_questions(self) -> Notification:
+        for clock in self.clocks:
+            unknown = [name for name in clock.when if name not in self.questions]
+            if unknown:
+                raise ValueError(f"clock {clock.name!r} depends on {', '.join(unknown)}, not among the questions "
+                                 f"({', '.join(self.questions) or 'none'})")
+        return self
+
+
 class Playbook(BaseModel):
     """The policy the war room holds responders to."""
 
@@ -237,6 +264,9 @@ class Playbook(BaseModel):
     flags: dict[str, str] = {}
     rules: list[Rule] = []
     evidence: Evidence = Evidence()
+    # The five-minute impact checklist: question key -> the question.
+    impact: dict[str, str] = {}
+    notification: Notification = Notification()
 
     @field_validator("severity")
     @classmethod

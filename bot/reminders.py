@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot import actions, cadence, rules
+from bot import actions, assessment, cadence, rules
 from bot.actions import ActionReminderDue
+from bot.assessment import ClockDue
 from bot.cadence import ReminderDue
 from bot.db import dialect_insert
 from bot.models import Reminder
@@ -23,7 +24,7 @@ from bot.rules import RequirementDue
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
 KEY = ["incident_id", "kind", "subject", "due_at"]
 
-Due = ReminderDue | ActionReminderDue | RequirementDue
+Due = ReminderDue | ActionReminderDue | RequirementDue | ClockDue
 
 
 class DeliveryFailed(Exception):
@@ -41,7 +42,8 @@ def schedule_due_reminders(session: Session, now: datetime) -> None:
     Idempotent across processes: the unique key turns a second scheduling into nothing, and rows
     already on the ledger are skipped before the insert so a long-overdue update costs no churn.
     """
-    for owed in (*cadence.owed_reminders(now), *actions.owed_reminders(now), *rules.owed_reminders(now)):
+    for owed in (*cadence.owed_reminders(now), *actions.owed_reminders(now), *rules.owed_reminders(now),
+                 *assessment.owed_reminders(now)):
         owed = owed.subquery()
         incident_id, kind, subject, due_at = owed.c
         new = select(incident_id, kind, subject, due_at, literal(now), literal(0), literal(False)).where(
@@ -83,7 +85,8 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
 
     return [*cadence.prepare(session, of_kinds(cadence.UPDATE_DUE, cadence.ESCALATION), now, late_after),
             *actions.prepare(session, of_kinds(*actions.ACTION_REMINDER_KINDS), now, late_after),
-            *rules.prepare(session, of_kinds(rules.REQUIREMENT_MISSED), now, late_after)]
+            *rules.prepare(session, of_kinds(rules.REQUIREMENT_MISSED), now, late_after),
+            *assessment.prepare(session, of_kinds(assessment.NOTIFICATION_DUE), now, late_after)]
 
 
 def _still_ours(reminder: Reminder, owner: str) -> bool:

@@ -6,12 +6,13 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.actions import ActionReminderDue
+from bot.assessment import ClockDue
 from bot.rules import RequirementDue
 from bot.runtime import Runtime
-from commands import actions, classify, declare, evidence, help, log, pins, records, roles, state, updates
+from commands import actions, assessment, classify, declare, evidence, help, log, pins, records, roles, state, updates
 from commands.router import Router
 
-FAMILIES = (declare, roles, log, state, classify, evidence, updates, records, actions, help, pins)
+FAMILIES = (declare, roles, log, state, classify, evidence, assessment, updates, records, actions, help, pins)
 
 
 def register(app: App, runtime: Runtime) -> Router:
@@ -25,15 +26,10 @@ def register(app: App, runtime: Runtime) -> Router:
 
 def reminder_delivery(client: WebClient):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
-    for_updates = updates.deliver_reminder(client)
-    for_actions = actions.deliver_action_reminder(client)
-    for_rules = classify.deliver_rule_missed(client)
-
-    def deliver(due):
-        if isinstance(due, ActionReminderDue):
-            return for_actions(due)
-        if isinstance(due, RequirementDue):
-            return for_rules(due)
-        return for_updates(due)
-
-    return deliver
+    by_kind = {
+        ActionReminderDue: actions.deliver_action_reminder(client),
+        RequirementDue: classify.deliver_rule_missed(client),
+        ClockDue: assessment.deliver_clock_reminder(client),
+    }
+    for_updates = updates.deliver_reminder(client)  # update reminders and escalations
+    return lambda due: by_kind.get(type(due), for_updates)(due)

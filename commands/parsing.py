@@ -41,6 +41,9 @@ USAGE = {
     "evidence": "`/incident evidence` for the checklist, or `/incident evidence <item> <value or link>`",
     "contain": "`/incident contain <action> [reversible|irreversible] [verify: <what will show it worked>]`, "
                "`/incident contain verified <n> <evidence>`, or `/incident contain` for the list",
+    "impact": "`/incident impact` for the checklist, or `/incident impact <question> <answer>`",
+    "notify": "`/incident notify` for the assessment, `/incident notify <question> <yes|no|unknown>`, "
+              "`/incident notify decide notify <who, how>` or `/incident notify decide not <why>`",
     "mark": "`/incident mark <impact-start|detected> <UTC time, like 2026-11-23 14:05 or 14:05>`",
     "action": "`/incident action @owner YYYY-MM-DD <what> [verify: <how we will know it works>]`, "
               "`/incident action <n> verify: <how we will know it works>`, "
@@ -125,6 +128,16 @@ class ContainRequest(BaseModel):
 class ContainVerifyRequest(BaseModel):
     number: int
     evidence: str
+
+
+class AnswerRequest(BaseModel):
+    question: str
+    answer: str
+
+
+class DecisionRequest(BaseModel):
+    notify: bool
+    reason: str
 
 
 class StatusRequest(BaseModel):
@@ -393,3 +406,30 @@ def parse_contain(args: str) -> ContainRequest | ContainVerifyRequest | None:
     return ContainRequest(text=checked_text("contain", action, "containment action", required=True),
                           reversible=reversible,
                           success_signal=checked_text("contain", signal, "signal that it worked", required=bool(found)))
+
+
+def parse_impact(args: str, questions) -> AnswerRequest | None:
+    """None: show the checklist."""
+    if not args.strip():
+        return None
+    first, _, rest = args.strip().partition(" ")
+    question = parse_keyword("impact", first, tuple(questions), not_a="an impact question", missing="")
+    return AnswerRequest(question=question, answer=checked_text("impact", rest, "answer", required=True))
+
+
+def parse_notify(args: str, questions) -> AnswerRequest | DecisionRequest | None:
+    """None: show the assessment."""
+    words = args.strip().split(maxsplit=2)
+    if not words:
+        return None
+    if words[0].lower() == "decide":
+        choice = words[1].lower() if len(words) > 1 else ""
+        if choice not in ("notify", "not"):
+            raise usage_error("notify", "Say `decide notify <who, how>` or `decide not <why>`.")
+        what = "who is notified, and how" if choice == "notify" else "reason not to notify"
+        return DecisionRequest(notify=choice == "notify",
+                               reason=checked_text("notify", words[2] if len(words) > 2 else "", what, required=True))
+    question = parse_keyword("notify", words[0], tuple(questions), not_a="a notification question", missing="")
+    answer = parse_keyword("notify", " ".join(words[1:]), ("yes", "no", "unknown"), not_a="an answer",
+                           missing="Give the answer")
+    return AnswerRequest(question=question, answer=answer)

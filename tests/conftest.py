@@ -32,7 +32,8 @@ ANNOUNCE_CHANNEL = "C0INCIDENTS"
 POSTGRES_ADMIN_URL = os.environ.get("WARROOM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("WARROOM_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
 TABLES_CHILD_FIRST = ("reminder", "corrective_action", "rule_requirement", "evidence_record", "containment",
-                      "redacted_value", "timeline_entry", "role_assignment", "processed_event", "incident")
+                      "redacted_value", "assessment_answer", "notification_deadline", "timeline_entry",
+                      "role_assignment", "processed_event", "incident")
 
 
 def free_port() -> int:

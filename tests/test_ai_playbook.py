@@ -19,6 +19,7 @@ from tests.conftest import REPO_ROOT, bot_with_playbook, clean_slack, eventually
 ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
 GENERAL = "C0GENERAL"
 DEADLINE = 3  # seconds: every rule's `within` in this bot's playbook
+CLOCK = 8  # seconds: every notification clock's length here, each reminded 5 s before its deadline
 
 
 def fast_playbook() -> str:
@@ -27,6 +28,8 @@ def fast_playbook() -> str:
     for rule in policy["rules"]:
         if "require" in rule:
             rule["require"]["within"] = f"{DEADLINE}s"
+    for clock in policy["notification"]["clocks"]:
+        clock["within"], clock["remind_before"] = f"{CLOCK}s", ["5s"]
     return yaml.safe_dump(policy, sort_keys=False)
 
 
@@ -312,3 +315,86 @@ def test_ordinary_incident_text_is_left_alone(slack, standin, playbook_env):
     stored = [r["text"] for r in database.rows("SELECT text FROM timeline_entry WHERE kind = 'note' ORDER BY id")]
     assert stored == [note.strip() for note in notes]
     assert database.scalar("SELECT count(*) FROM redacted_value") == 0
+
+
+def test_the_impact_checklist_keeps_its_answers(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Loan model rejects applicants by postcode")
+    shown = slack.command(BOB, room, "impact").body
+    assert "(0 of 5 answered)" in shown and "`/incident impact harmed &lt;answer&gt;`  ← next" in shown
+    slack.command(BOB, room, "impact harmed Applicants in three postcodes were refused loans")
+    slack.command(BOB, room, "impact how_many About 1,200 applications since 2026-11-20")
+    shown = slack.command(BOB, room, "impact").body
+    assert "(2 of 5 answered)" in shown and "About 1,200 applications" in shown
+    assert "`/incident impact data_types &lt;answer&gt;`  ← next" in shown
+    answers = {r["question"]: r["answer"] for r in database.rows("SELECT question, answer FROM assessment_answer")}
+    assert answers == {"harmed": "Applicants in three postcodes were refused loans",
+                       "how_many": "About 1,200 applications since 2026-11-20"}
+    assert "`colour` is not an impact question" in slack.command(BOB, room, "impact colour blue").body
+    assert "The answer is missing" in slack.command(BOB, room, "impact harmed").body
+
+
+def clock_reminders(standin, channel) -> list[dict]:
+    return [m for m in standin.messages(channel)
+            if (m.get("metadata") or {}).get("event_type") == "warroom_notification_clock"]
+
+
+def test_notification_answers_start_a_clock_that_reminds_until_decided(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Retrieval shows one customer another's orders")
+    slack.command(BOB, room, "classify data leakage")
+    eventually(lambda: [t for t in texts(standin, room) if "Start the notification assessment now" in t])
+    slack.command(ALICE, room, "role privacy <@U0DAVE|dave>")
+    shown = slack.command(DAVE, room, "notify").body
+    assert "Is personal data involved? *not answered*" in shown and "No notification clock runs" in shown
+
+    slack.command(DAVE, room, "notify personal_data yes")  # one of the two answers the DPA clock needs
+    assert "No notification clock runs" in slack.command(DAVE, room, "notify").body
+    slack.command(DAVE, room, "notify other_customers yes")  # the customer clock: within 8s, reminded 5s before
+    started = eventually(lambda: [t for t in texts(standin, room) if "Clock started: *Affected customers" in t])
+    assert "decide by" in started[0]
+    assert "Affected customers (contractual breach notice): decide by" in slack.command(DAVE, room, "notify").body
+
+    # Reminded before the deadline and at it, in the room, naming the privacy lead; once each.
+    reminders = eventually(lambda: len(clock_reminders(standin, room)) >= 2 and clock_reminders(standin, room),
+                           timeout=CLOCK + 5)
+    assert all("<@U0DAVE>" in m["text"] and "Affected customers" in m["text"] for m in reminders)
+    assert "*now*" in reminders[-1]["text"]
+    time.sleep(2)
+    assert len(clock_reminders(standin, room)) == 2
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'notification' "
+                           "AND new_value = 'reminded'") == 2
+
+
+def test_a_decision_or_a_changed_answer_stops_the_clock(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Support transcripts visible across tenants")
+    slack.command(DAVE, room, "notify other_customers yes")
+    eventually(lambda: [t for t in texts(standin, room) if "Clock started" in t])
+    slack.command(DAVE, room, "notify other_customers no")
+    eventually(lambda: [t for t in texts(standin, room) if "Clock stopped: Affected customers" in t])
+    slack.command(DAVE, room, "notify other_customers yes")  # back on: a fresh start from detection
+    slack.command(DAVE, room, "notify decide not only our own test tenant was exposed; legal agrees")
+    decided = eventually(lambda: [t for t in texts(standin, room) if "*Notification decision*" in t])[0]
+    assert "Do not notify: only our own test tenant was exposed; legal agrees" in decided
+    time.sleep(CLOCK + 2)
+    assert clock_reminders(standin, room) == []
+    assert "*Decision*" in slack.command(DAVE, room, "notify").body
+    assert "already recorded" in slack.command(DAVE, room, "notify decide notify the DPA").body
+
+
+@pytest.mark.parametrize("text, says", [
+    ("notify personal_data maybe", "`maybe` is not an answer"),
+    ("notify personal_data", "Give the answer"),
+    ("notify breach yes", "`breach` is not a notification question"),
+    ("notify decide maybe", "Say `decide notify"),
+    ("notify decide not", "reason not to notify is missing"),
+])
+def test_bad_notification_input_is_refused_and_writes_nothing(slack, standin, playbook_env, text, says):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Leak")
+    before = database.scalar("SELECT count(*) FROM timeline_entry")
+    assert says in slack.command(BOB, room, text).body
+    assert database.scalar("SELECT count(*) FROM timeline_entry") == before
+    assert database.scalar("SELECT count(*) FROM assessment_answer") == 0
+    assert database.scalar("SELECT notification_decided_at FROM incident") is None

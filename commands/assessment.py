@@ -1,0 +1,68 @@
+"""The playbook's checklists in the room: `/incident impact` and `/incident notify`, and the clock reminders."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot import assessment, incidents
+from bot.assessment import IMPACT, NOTIFICATION, ClockDue
+from bot.render import render
+from commands.messages import post_reminder
+from commands.parsing import AnswerRequest, parse_impact, parse_notify
+from commands.router import Reply, Router, SlashRequest
+from commands.war_room import post
+
+CLOCK_EVENT = "warroom_notification_clock"
+PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
+
+
+def deliver_clock_reminder(client: WebClient):
+    """The ticker's delivery step for a notification clock: a reminder in the room before the deadline."""
+
+    def deliver(due: ClockDue) -> str:
+        return post_reminder(client, due.channel_id, render("clock_reminder.slack.j2", due=due),
+                             event_type=CLOCK_EVENT, due=due, permanent_errors=PERMANENT_ERRORS)
+
+    return deliver
+
+
+def register(router: Router, app: App) -> None:
+    runtime = router.runtime
+    playbook = runtime.playbook
+
+    def show(request: SlashRequest, topic: str, template: str) -> Reply:
+        with runtime.transaction() as session:
+            incident = incidents.lock_incident_in_channel(session, request.channel_id)
+            shown = assessment.view(session, incident, topic, playbook)
+        return Reply(text=render(template, assessment=shown))
+
+    def tell(request: SlashRequest, change) -> Reply:
+        return Reply(then=lambda client: post(client, request.channel_id, render("answer_recorded.slack.j2",
+                                                                                  change=change)),
+                     then_failure="The answer is recorded, but")
+
+    def impact(request: SlashRequest) -> Reply:
+        wanted = parse_impact(request.args, playbook.impact)
+        if wanted is None:
+            return show(request, IMPACT, "impact_checklist.slack.j2")
+        with runtime.transaction() as session:
+            change = assessment.record_answer(session, request.channel_id, IMPACT, wanted.question, wanted.answer,
+                                              request.user_id, playbook)
+        return tell(request, change)
+
+    def notify(request: SlashRequest) -> Reply:
+        wanted = parse_notify(request.args, playbook.notification.questions)
+        if wanted is None:
+            return show(request, NOTIFICATION, "notification_status.slack.j2")
+        with runtime.transaction() as session:
+            if isinstance(wanted, AnswerRequest):
+                change = assessment.record_answer(session, request.channel_id, NOTIFICATION, wanted.question,
+                                                  wanted.answer, request.user_id, playbook)
+            else:
+                change = assessment.decide(session, request.channel_id, wanted.notify, wanted.reason,
+                                           request.user_id, playbook)
+        return tell(request, change)
+
+    router.add("impact", impact)
+    router.add("notify", notify)
