@@ -368,13 +368,19 @@ def parse_flag(args: str, flags: dict[str, str]) -> FlagRequest:
     return FlagRequest(flag=flag, on=len(words) == 1)
 
 
-def parse_evidence(args: str, items) -> EvidenceRequest | None:
-    """None: show the checklist."""
+def parse_checklist_entry(subcommand: str, args: str, keys, *, not_a: str, what: str) -> tuple[str, str] | None:
+    """`<key> <text>` for a checklist (evidence, impact): the key and the text; None to show the checklist."""
     if not args.strip():
         return None
     first, _, rest = args.strip().partition(" ")
-    item = parse_keyword("evidence", first, tuple(items), not_a="an evidence item", missing="")
-    return EvidenceRequest(item=item, value=checked_text("evidence", rest, "value", required=True))
+    key = parse_keyword(subcommand, first, tuple(keys), not_a=not_a, missing="")
+    return key, checked_text(subcommand, rest, what, required=True)
+
+
+def parse_evidence(args: str, items) -> EvidenceRequest | None:
+    """None: show the checklist."""
+    entry = parse_checklist_entry("evidence", args, items, not_a="an evidence item", what="value")
+    return EvidenceRequest(item=entry[0], value=entry[1]) if entry else None
 
 
 REVERSIBILITY = re.compile(r"\s+(reversible|irreversible)\s*$", re.IGNORECASE)
@@ -410,11 +416,8 @@ def parse_contain(args: str) -> ContainRequest | ContainVerifyRequest | None:
 
 def parse_impact(args: str, questions) -> AnswerRequest | None:
     """None: show the checklist."""
-    if not args.strip():
-        return None
-    first, _, rest = args.strip().partition(" ")
-    question = parse_keyword("impact", first, tuple(questions), not_a="an impact question", missing="")
-    return AnswerRequest(question=question, answer=checked_text("impact", rest, "answer", required=True))
+    entry = parse_checklist_entry("impact", args, questions, not_a="an impact question", what="answer")
+    return AnswerRequest(question=entry[0], answer=entry[1]) if entry else None
 
 
 def parse_notify(args: str, questions) -> AnswerRequest | DecisionRequest | None:

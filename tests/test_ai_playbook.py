@@ -59,6 +59,15 @@ def declare(slack, standin, database, text: str) -> str:
     return channel
 
 
+def assert_refused(slack, database, room: str, text: str, says: str, *tables: str) -> None:
+    """The command is refused with a message containing `says`, and nothing is written."""
+    counted = ("timeline_entry", *tables)
+    before = {table: database.scalar(f"SELECT count(*) FROM {table}") for table in counted}
+    body = slack.command(BOB, room, text).body
+    assert says in body, body
+    assert {table: database.scalar(f"SELECT count(*) FROM {table}") for table in counted} == before
+
+
 def texts(standin, channel) -> list[str]:
     return [message["text"] for message in standin.messages(channel)]
 
@@ -100,10 +109,8 @@ def test_classifying_posts_the_playbooks_containment_and_question(slack, standin
 def test_bad_classifications_are_refused_and_write_nothing(slack, standin, playbook_env, text, says):
     database, _ = playbook_env
     room = declare(slack, standin, database, "sev3 Drift in the ranking model")
-    before = database.scalar("SELECT count(*) FROM timeline_entry")
-    result = slack.command(BOB, room, text)
-    assert says in result.body and "Usage" in result.body
-    assert database.scalar("SELECT count(*) FROM timeline_entry") == before
+    assert_refused(slack, database, room, text, says)
+    assert "Usage" in slack.command(BOB, room, text).body
     assert database.scalar("SELECT failure_mode FROM incident") is None
 
 
@@ -257,11 +264,7 @@ def test_minor_incidents_resolve_without_the_gate(slack, standin, playbook_env):
 def test_bad_evidence_and_containment_are_refused_and_write_nothing(slack, standin, playbook_env, text, says):
     database, _ = playbook_env
     room = declare(slack, standin, database, "sev2 Retrieval leak")
-    before = database.scalar("SELECT count(*) FROM timeline_entry")
-    assert says in slack.command(BOB, room, text).body
-    assert database.scalar("SELECT count(*) FROM timeline_entry") == before
-    assert database.scalar("SELECT count(*) FROM evidence_record") == 0
-    assert database.scalar("SELECT count(*) FROM containment") == 0
+    assert_refused(slack, database, room, text, says, "evidence_record", "containment")
 
 
 def aiid_texts(count: int) -> list[str]:
@@ -393,8 +396,5 @@ def test_a_decision_or_a_changed_answer_stops_the_clock(slack, standin, playbook
 def test_bad_notification_input_is_refused_and_writes_nothing(slack, standin, playbook_env, text, says):
     database, _ = playbook_env
     room = declare(slack, standin, database, "sev2 Leak")
-    before = database.scalar("SELECT count(*) FROM timeline_entry")
-    assert says in slack.command(BOB, room, text).body
-    assert database.scalar("SELECT count(*) FROM timeline_entry") == before
-    assert database.scalar("SELECT count(*) FROM assessment_answer") == 0
+    assert_refused(slack, database, room, text, says, "assessment_answer", "notification_deadline")
     assert database.scalar("SELECT notification_decided_at FROM incident") is None
