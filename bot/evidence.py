@@ -148,3 +148,15 @@ def resolve_blockers(session: Session, incident: Incident, playbook: Playbook) -
     missing += [f"containment: {c.label} not verified (`/incident contain verified {c.number} <evidence>`)"
                 for c in contained if c.verified_at is None]
     return missing
+
+
+def held_back(session: Session, incident: Incident, text: str, playbook: Playbook) -> list[tuple[str, list[str]]]:
+    """The held statements `text` makes whose evidence is not all recorded: (statement, missing labels)."""
+    said = " ".join(text.lower().split())
+    recorded = {line.item for line in checklist(session, incident.id, playbook) if line.value is not None}
+    found = []
+    for held in playbook.held_statements:
+        missing = [playbook.evidence.items[item].label for item in held.requires if item not in recorded]
+        if " ".join(held.statement.lower().split()) in said and missing:
+            found.append((held.statement, missing))
+    return found

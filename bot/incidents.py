@@ -306,11 +306,27 @@ def change_status(
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=status, entry=entry)
 
 
-def record_update(session: Session, channel_id: str, text: str, actor_id: str, playbook: Playbook) -> Change:
-    """A stakeholder update went out: it joins the timeline and restarts the cadence clock."""
+def record_update(session: Session, channel_id: str, text: str, actor_id: str, playbook: Playbook,
+                  audience: str | None = None) -> Change:
+    """A stakeholder update went out: it joins the timeline and restarts the cadence clock.
+
+    An update for an external audience that makes a claim the playbook holds back ("no customer
+    data was accessed") is refused until the evidence behind the claim is recorded.
+    """
+    from bot import evidence  # evidence builds on this module, so it is imported when needed
+
     incident = _incident_in_channel(session, channel_id, lock=True)
+    if audience and playbook.audiences[audience].external:
+        held = evidence.held_back(session, incident, text, playbook)
+        if held:
+            raise UsageError(
+                f"Held back: this {playbook.audiences[audience].label.lower()} update says "
+                + "; ".join(f"\"{statement}\", which needs evidence not yet recorded: {', '.join(missing)}"
+                            for statement, missing in held) + ".",
+                "Record the evidence with `/incident evidence <item> <value>` (see `/incident evidence`), "
+                "or take the claim out of the update.")
     cadence.record_update_sent(incident, playbook, utcnow())
-    entry = add_entry(session, incident, "update", actor_id, text=text)
+    entry = add_entry(session, incident, "update", actor_id, text=text, new_value=audience)
     return Change(incident=IncidentView.of(incident), old_value=None, new_value="update", entry=entry)
 
 

@@ -245,6 +245,25 @@ class Notification(BaseModel):
         return self
 
 
+class Audience(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    # What this audience needs from an update; the drafted form opens with it as a guide.
+    guidance: str = ""
+    # Seen outside the company: statements that need evidence are held back until it is recorded.
+    external: bool = False
+
+
+class HeldStatement(BaseModel):
+    """A claim an external update may make only once the evidence behind it is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    statement: str
+    requires: list[str]  # evidence items
+
+
 class Playbook(BaseModel):
     """The policy the war room holds responders to."""
 
@@ -267,6 +286,21 @@ class Playbook(BaseModel):
     # The five-minute impact checklist: question key -> the question.
     impact: dict[str, str] = {}
     notification: Notification = Notification()
+    audiences: dict[str, Audience] = {}
+    held_statements: list[HeldStatement] = []
+
+    @field_validator("held_statements")
+    @classmethod
+    def _held_statements_need_known_evidence(cls, held: list[HeldStatement],
+                                             info: ValidationInfo) -> list[HeldStatement]:
+        evidence = info.data.get("evidence")
+        items = evidence.items if evidence else {}
+        for statement in held:
+            unknown = [item for item in statement.requires if item not in items]
+            if unknown:
+                raise ValueError(f"{statement.statement!r} requires {', '.join(unknown)}, not among evidence.items "
+                                 f"({', '.join(items) or 'none'})")
+        return held
 
     @field_validator("severity")
     @classmethod
@@ -284,7 +318,8 @@ class Playbook(BaseModel):
         for index, rule in enumerate(rules):
             mode, flag = rule.when.failure_mode, rule.when.flag
             if mode and taxonomy and mode not in taxonomy.failure_modes:
-                raise ValueError(f"rule {index} ({rule.name!r}): failure_mode {mode!r} is not in taxonomy.failure_modes")
+                raise ValueError(f"rule {index} ({rule.name!r}): failure_mode {mode!r} "
+                                 "is not in taxonomy.failure_modes")
             if flag and flag not in flags:
                 raise ValueError(f"rule {index} ({rule.name!r}): flag {flag!r} is not in flags")
         names = [rule.name for rule in rules]

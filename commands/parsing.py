@@ -33,7 +33,8 @@ USAGE = {
     "status": "`/incident status <investigating|identified|contained|monitoring|resolved> [note]`; "
               "`/incident status resolved force: <why>` past the playbook's checks",
     "timeline": "`/incident timeline`",
-    "update": "`/incident update <what happened, impact, status, next steps, asks>`, or `/incident update` alone for a drafted form",
+    "update": "`/incident update [audience:] <what happened, impact, status, next steps, asks>`, or "
+              "`/incident update [audience:]` alone for a drafted form",
     "cadence": "`/incident cadence <30s|15m|1h|off>`",
     "snooze": "`/incident snooze <15m>`",
     "classify": "`/incident classify <driver> <failure-mode>`, e.g. `/incident classify data leakage`",
@@ -138,6 +139,11 @@ class AnswerRequest(BaseModel):
 class DecisionRequest(BaseModel):
     notify: bool
     reason: str
+
+
+class UpdateRequest(BaseModel):
+    audience: str | None  # None: stakeholders in general
+    text: str | None  # None: open the drafted form
 
 
 class StatusRequest(BaseModel):
@@ -399,8 +405,8 @@ def parse_contain(args: str) -> ContainRequest | ContainVerifyRequest | None:
         if not match:
             shown = f"`{human_text(number_word)}` is not a containment number" if number_word else "Give its number"
             raise usage_error("contain", f"{shown}: see them with `/incident contain` (C1 is 1).")
-        return ContainVerifyRequest(number=int(match.group(1)),
-                                    evidence=checked_text("contain", evidence, "evidence that it worked", required=True))
+        evidence = checked_text("contain", evidence, "evidence that it worked", required=True)
+        return ContainVerifyRequest(number=int(match.group(1)), evidence=evidence)
     action, signal, found = text, "", VERIFY_MARKER.search(text)
     if found:
         action, signal = text[:found.start()], text[found.end():]
@@ -436,3 +442,18 @@ def parse_notify(args: str, questions) -> AnswerRequest | DecisionRequest | None
     answer = parse_keyword("notify", " ".join(words[1:]), ("yes", "no", "unknown"), not_a="an answer",
                            missing="Give the answer")
     return AnswerRequest(question=question, answer=answer)
+
+
+AUDIENCE_PREFIX = re.compile(r"^([A-Za-z][\w-]*):(.*)$", re.DOTALL)
+
+
+def parse_update(args: str, audiences) -> UpdateRequest:
+    """`customers: <text>` is an update for that audience; a prefix that names no audience
+    (`Status: …`) is part of an ordinary update."""
+    match = AUDIENCE_PREFIX.match(args.strip())
+    audience, rest = None, args
+    if match and match.group(1).lower() in audiences:
+        audience, rest = match.group(1).lower(), match.group(2)
+    if not human_text(rest):
+        return UpdateRequest(audience=audience, text=None)
+    return UpdateRequest(audience=audience, text=checked_text("update", rest, "update", required=True))

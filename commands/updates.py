@@ -19,11 +19,12 @@ from bot import cadence, incidents, slack_io
 from bot.cadence import ReminderDue
 from bot.errors import UsageError
 from bot.incidents import ROLES, Change
+from bot.playbook import Audience
 from bot.reminders import DeliveryFailed
 from bot.render import fit_escaped, render, render_plain
 from bot.runtime import Runtime
 from commands.messages import section_blocks
-from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument
+from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument, parse_update
 from commands.router import Reply, Router, SlashRequest, database_failure, run_after_ack
 from commands.war_room import post
 
@@ -50,12 +51,17 @@ def update_draft(runtime: Runtime, channel_id: str) -> str:
     return render_draft(incident, recent, [role for role in ROLES if role not in incident.roles])
 
 
-def update_modal(channel_id: str, draft: str) -> dict:
+def update_modal(channel_id: str, draft: str, audience: Audience | None = None,
+                 audience_key: str | None = None) -> dict:
+    """The update form, drafted; for an audience, titled for it and with its guidance as the hint."""
     return View(
         type="modal", callback_id=UPDATE_VIEW,
-        title=PlainTextObject(text="Stakeholder update"), submit=PlainTextObject(text="Post update"),
-        close=PlainTextObject(text="Cancel"), private_metadata=json.dumps({"channel_id": channel_id}),
+        title=PlainTextObject(text=f"Update: {audience.label}"[:24] if audience else "Stakeholder update"),
+        submit=PlainTextObject(text="Post update"), close=PlainTextObject(text="Cancel"),
+        private_metadata=json.dumps({"channel_id": channel_id, "audience": audience_key}),
         blocks=[InputBlock(block_id="update", label="Update (edit the draft)",
+                           hint=PlainTextObject(text=audience.guidance[:150])
+                           if audience and audience.guidance else None,
                            element=PlainTextInputElement(action_id="update", multiline=True, initial_value=draft,
                                                          max_length=ENTRY_MAX_CHARS))],
     ).to_dict()
@@ -64,17 +70,19 @@ def update_modal(channel_id: str, draft: str) -> dict:
 def post_update(client: WebClient, runtime: Runtime, change: Change) -> None:
     """Post a recorded update in the war room and, if one is set, the stakeholder channel."""
     incident, entry = change.incident, change.entry
-    post(client, incident.channel_id,
-         render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=False))
+    audience = runtime.playbook.audiences.get(entry.new_value) if entry.new_value else None
+    post(client, incident.channel_id, render("update_posted.slack.j2", incident=incident, entry=entry,
+                                             stakeholders=False, audience=audience))
     stakeholders = runtime.settings.warroom_updates_channel
     if stakeholders:
-        post(client, stakeholders, render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=True),
+        post(client, stakeholders, render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=True,
+                                          audience=audience),
              step="posting to the stakeholder channel")
 
 
-def _record_update(runtime: Runtime, channel_id: str, text: str, user_id: str) -> Change:
+def _record_update(runtime: Runtime, channel_id: str, text: str, user_id: str, audience: str | None = None) -> Change:
     with runtime.transaction() as session:
-        return incidents.record_update(session, channel_id, text, user_id, runtime.playbook)
+        return incidents.record_update(session, channel_id, text, user_id, runtime.playbook, audience=audience)
 
 
 def deliver_reminder(client: WebClient):
@@ -113,18 +121,20 @@ def deliver_reminder(client: WebClient):
 def register(router: Router, app: App) -> None:
     runtime = router.runtime
 
-    def open_update_form(client: WebClient, trigger_id: str, channel_id: str) -> None:
+    def open_update_form(client: WebClient, trigger_id: str, channel_id: str, audience: str | None = None) -> None:
         slack_io.call("opening the update form", client.views_open, trigger_id=trigger_id,
-                      view=update_modal(channel_id, update_draft(runtime, channel_id)))
+                      view=update_modal(channel_id, update_draft(runtime, channel_id),
+                                        runtime.playbook.audiences.get(audience) if audience else None, audience))
 
     def update(request: SlashRequest) -> Reply:
-        if not request.args:
+        wanted = parse_update(request.args, runtime.playbook.audiences)
+        if wanted.text is None:
             with runtime.transaction() as session:
                 incidents.incident_in_channel(session, request.channel_id)  # refuse outside a war room now
-            return Reply(then=lambda client: open_update_form(client, request.trigger_id, request.channel_id),
+            return Reply(then=lambda client: open_update_form(client, request.trigger_id, request.channel_id,
+                                                              wanted.audience),
                          then_failure="Could not open the update form:")
-        text = checked_text("update", request.args, "update", required=True)
-        change = _record_update(runtime, request.channel_id, text, request.user_id)
+        change = _record_update(runtime, request.channel_id, wanted.text, request.user_id, wanted.audience)
         return Reply(then=lambda client: post_update(client, runtime, change),
                      then_failure="The update is in the timeline and the clock restarted, but")
 
@@ -153,12 +163,13 @@ def register(router: Router, app: App) -> None:
 
     @app.view(UPDATE_VIEW)
     def handle_update_submission(ack, body, view, client):
-        channel_id = json.loads(view.get("private_metadata") or "{}")["channel_id"]
+        metadata = json.loads(view.get("private_metadata") or "{}")
+        channel_id, audience = metadata["channel_id"], metadata.get("audience")
         user_id = body["user"]["id"]
         try:
             text = checked_text("update", view["state"]["values"]["update"]["update"].get("value") or "",
                                  "update", required=True)
-            change = _record_update(runtime, channel_id, text, user_id)
+            change = _record_update(runtime, channel_id, text, user_id, audience)
         except UsageError as exc:
             ack(response_action="errors", errors={"update": exc.message})
             return

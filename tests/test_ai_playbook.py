@@ -398,3 +398,42 @@ def test_bad_notification_input_is_refused_and_writes_nothing(slack, standin, pl
     room = declare(slack, standin, database, "sev2 Leak")
     assert_refused(slack, database, room, text, says, "assessment_answer", "notification_deadline")
     assert database.scalar("SELECT notification_decided_at FROM incident") is None
+
+
+def test_updates_for_an_audience_and_the_held_back_customer_statement(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Retrieval may show other tenants' invoices")
+    claim = "We found the cause and rolled it back. No customer data was accessed."
+    assert_refused(slack, database, room, f"update customers: {claim}",
+                   "Held back: this customers update says \"no customer data was accessed\"", "evidence_record")
+    refused = slack.command(CAROL, room, f"update customers: {claim}").body
+    for label in ("Retrieval sources / index version", "One reproducible trace or a customer artifact", "Time window"):
+        assert label in refused
+    assert database.scalar("SELECT last_update_at FROM incident") is None  # the cadence clock did not restart
+
+    # Internal audiences may say it: it is a belief to check, not a promise to customers.
+    assert slack.command(CAROL, room, f"update executives: {claim}").body == ""
+    eventually(lambda: [t for t in texts(standin, room) if "update for Executives*" in t])
+    for item in ("retrieval", "trace", "window"):
+        slack.command(DAVE, room, f"evidence {item} {EVIDENCE[item]}")
+    assert slack.command(CAROL, room, f"update customers: {claim}").body == ""
+    eventually(lambda: [t for t in texts(standin, room) if "update for Customers*" in t and claim in t])
+    # A prefix that names no audience is just the start of an ordinary update.
+    slack.command(CAROL, room, "update Status: watching the rollback")
+    audiences = [r["new_value"] for r in database.rows("SELECT new_value FROM timeline_entry WHERE kind = 'update' "
+                                                       "ORDER BY id")]
+    assert audiences == ["executives", "customers", None]
+    assert database.scalar("SELECT text FROM timeline_entry WHERE kind = 'update' ORDER BY id DESC LIMIT 1") == (
+        "Status: watching the rollback")
+
+
+def test_the_audience_form_is_drafted_with_its_guidance_and_holds_back_too(slack, standin, playbook_env):
+    database, _ = playbook_env
+    room = declare(slack, standin, database, "sev2 Agent leaked a support transcript")
+    slack.command(CAROL, room, "update customers:")
+    view = eventually(lambda: standin.views())[0]
+    assert view["view"]["title"]["text"] == "Update: Customers"
+    assert view["view"]["blocks"][0]["hint"]["text"].startswith("Plain language")
+    submitted = slack.submit_view(CAROL, view["id"], {"update": "Fixed. No personal data was exposed."})
+    assert "Held back" in submitted.body["errors"]["update"]
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'update'") == 0
