@@ -73,21 +73,25 @@ def _write_out(content: str, output: str | None, what: str) -> int:
     return 0
 
 
-def _read_record(reference: str):
-    from bot import export
+def _read_record(reference: str, with_playbook_facts: bool = False):
+    """The incident's record, and what the playbook recorded for it when asked for (else None)."""
+    from bot import export, postmortem
     from bot.runtime import Runtime
 
     number = export.parse_reference(reference)
     runtime = Runtime.from_settings(load_settings())
     with runtime.transaction() as session:
-        return export.read_record(session, number=number)
+        record = export.read_record(session, number=number)
+        facts = (postmortem.read_playbook_facts(session, record.incident["id"], runtime.playbook)
+                 if with_playbook_facts else None)
+    return record, facts
 
 
 def cmd_export(args) -> int:
     from bot import export
     from bot.db import utcnow
 
-    record = _read_record(args.incident)
+    record, _ = _read_record(args.incident)
     return _write_out(export.render_export(record, args.format, {}, utcnow()), args.output,
                       f"the {args.format} timeline of {record.incident['reference']}")
 
@@ -96,8 +100,8 @@ def cmd_postmortem(args) -> int:
     from bot import postmortem
     from bot.db import utcnow
 
-    record = _read_record(args.incident)
-    return _write_out(postmortem.render_postmortem(record, {}, utcnow()), args.output,
+    record, facts = _read_record(args.incident, with_playbook_facts=True)
+    return _write_out(postmortem.render_postmortem(record, {}, utcnow(), facts), args.output,
                       f"the postmortem draft of {record.incident['reference']}")
 
 

@@ -76,7 +76,7 @@ def read_record(session: Session, *, number: int | None = None, incident_id: int
     rows = session.execute(select(*ENTRY_COLUMNS).where(TimelineEntry.incident_id == incident.id)
                            .order_by(TimelineEntry.occurred_at, TimelineEntry.id)).all()
     facts = {name: getattr(incident, name) for name in (
-        "number", "reference", "title", "summary", "severity", "status", "declared_by", "declared_at",
+        "id", "number", "reference", "title", "summary", "severity", "status", "declared_by", "declared_at",
         "resolved_at", "impact_started_at", "detected_at", "channel_id", "channel_name")}
     facts["roles"] = {assignment.role: assignment.user_id for assignment in incident.roles}
     return IncidentRecord(incident=facts, timeline=[tuple(row) for row in rows],

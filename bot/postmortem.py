@@ -11,8 +11,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from bot import assessment, evidence
+from bot.db import utcnow
 from bot.export import IncidentRecord, describe, who
+from bot.models import Incident, RuleRequirement
+from bot.playbook import Playbook
 from bot.render import render_markdown
 
 # A status at or past containment: the first move into any of these is when the incident was contained.
@@ -56,6 +62,41 @@ class Milestones(BaseModel):
     @property
     def impact_duration(self) -> timedelta | None:
         return self._since(self.impact_started_at, self.contained_at or self.resolved_at)
+
+
+class PlaybookFacts(BaseModel):
+    """What the AI playbook recorded for an incident, for the postmortem."""
+
+    driver: str | None
+    failure_mode: str | None
+    flags: list[str]
+    rules: list[tuple[str, str]]  # (rule, "met" | "missed" | "fired")
+    evidence: list[evidence.EvidenceLine]
+    containment: list[evidence.ContainmentView]
+    impact: assessment.AssessmentView
+    notification: assessment.AssessmentView
+
+
+def read_playbook_facts(session: Session, incident_id: int, playbook: Playbook) -> PlaybookFacts:
+    incident = session.get_one(Incident, incident_id)
+    rules = []
+    for requirement in session.scalars(select(RuleRequirement).where(RuleRequirement.incident_id == incident_id)
+                                       .order_by(RuleRequirement.id)):
+        if not requirement.roles:
+            state = "fired"
+        elif requirement.met_at:
+            state = "met" if requirement.met_at <= requirement.due_at else "met late"
+        else:
+            state = "missed" if requirement.due_at <= utcnow() else "open"
+        rules.append((requirement.rule, state))
+    return PlaybookFacts(
+        driver=incident.driver, failure_mode=incident.failure_mode,
+        flags=[flag for flag in incident.flags.split(",") if flag], rules=rules,
+        evidence=evidence.checklist(session, incident_id, playbook),
+        containment=evidence.containment_actions(session, incident_id),
+        impact=assessment.view(session, incident, assessment.IMPACT, playbook),
+        notification=assessment.view(session, incident, assessment.NOTIFICATION, playbook),
+    )
 
 
 def milestones(record: IncidentRecord) -> Milestones:
@@ -106,8 +147,9 @@ def _phase(occurred: datetime, marks: Milestones) -> str:
     return "recovery"
 
 
-def render_postmortem(record: IncidentRecord, people: dict[str, str], generated_at: datetime) -> str:
-    """The Markdown draft from templates/postmortem.md.j2."""
+def render_postmortem(record: IncidentRecord, people: dict[str, str], generated_at: datetime,
+                      facts: PlaybookFacts | None = None) -> str:
+    """The Markdown draft from templates/postmortem.md.j2 (with what the playbook recorded, if given)."""
     marks = milestones(record)
     entries, decisions = [], []
     phases: dict[str, list[dict]] = {"containment": [], "eradication": [], "recovery": []}
@@ -132,6 +174,6 @@ def render_postmortem(record: IncidentRecord, people: dict[str, str], generated_
         "postmortem.md.j2", incident=record.incident, people=people, who=lambda user: who(user, people),
         marks=marks, durations=durations, entries=entries, decisions=decisions, phases=phases,
         actions=record.actions, today=today, causal_chain=CAUSAL_CHAIN, factors=CONTRIBUTING_FACTORS,
-        generated_at=generated_at,
+        generated_at=generated_at, facts=facts,
         severity_changes=[e for e in entries if e["kind"] == "severity"],
     ) + "\n"

@@ -93,6 +93,10 @@ class SandboxTerminal:
         elif word == ":in":
             self.move_to(rest)
         elif word == ":say":
+            if self.user_id not in self.standin.channel(self.channel_id)["members"]:
+                self.say(f"  {self.user_name(self.user_id)} is not in #{self._channel_name(self.channel_id)}: "
+                         "give them a role there (`/incident role scribe @name`), or :in another channel")
+                return True
             self.simulator.post_message(self.user_id, self.channel_id, rest)
             self.show_news()
         elif word == ":pin":

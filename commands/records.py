@@ -25,10 +25,11 @@ def share_record(client: WebClient, runtime: Runtime, request: SlashRequest, inc
     """Render the timeline export or the postmortem draft and upload it to the war room."""
     with runtime.transaction() as session:
         record = export.read_record(session, incident_id=incident_id)
+        facts = postmortem.read_playbook_facts(session, incident_id, runtime.playbook) if what == "postmortem" else None
     people = slack_io.display_names(client, export.actor_ids(record))
     now = utcnow()
     if what == "postmortem":
-        content = postmortem.render_postmortem(record, people, now)
+        content = postmortem.render_postmortem(record, people, now, facts)
         title = f"Postmortem draft: {record.incident['reference']}"
     else:
         content = export.render_export(record, fmt, people, now)

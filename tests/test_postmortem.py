@@ -100,6 +100,9 @@ def build_incident(slack, standin, database) -> tuple[str, dict]:
     slack.react(CAROL, room, pinned_ts)
     eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'pinned'") == 1)
     ok(slack.command(BOB, room, "sev 1 other customers' orders appear in answers"))
+    ok(slack.command(BOB, room, "classify data leakage"))
+    ok(slack.command(DAVE, room, "impact harmed Customers quoted a refund we don't offer"))
+    ok(slack.command(DAVE, room, "notify personal_data yes"))
     ok(slack.command(BOB, room, "status identified v14 retrieval filter"))
     ok(slack.command(BOB, room, "decision Disable the refund tool until evals pass; reversible, owner tech"))
     ok(slack.command(BOB, room, "contain Roll back prompt template to v13 reversible verify: no refund quotes "
@@ -213,7 +216,14 @@ def test_the_postmortem_draft_has_every_entry_in_order_and_the_right_durations(s
     for measure, duration in expected.items():
         assert f"| {measure} |" in draft and f"| {duration} |" in draft.split(f"| {measure} |", 1)[1].split("\n")[0]
 
-    for heading in ("## Summary", "## Impact", "## Detection", "### Containment", "### Eradication",
+    # What the AI playbook recorded: classification, rules, evidence, containment, checklists.
+    playbook_part = draft.split("## The AI playbook", 1)[1].split("## Key times", 1)[0]
+    assert "| Failure mode | leakage |" in playbook_part and "| Rule: leakage needs privacy | open |" in playbook_part  # due in 30m
+    assert "| Model and version | gpt-4o-2024-08-06 |" in playbook_part
+    assert "| C1 | Roll back prompt template to v13 | yes |" in playbook_part
+    assert "- Is personal data involved? yes" in playbook_part
+    assert "- Who may be harmed, and how? Customers quoted a refund we don't offer" in playbook_part
+    for heading in ("## Summary", "## The AI playbook", "## Impact", "## Detection", "### Containment", "### Eradication",
                     "### Recovery", "## Decision log", "## What went well", "## What didn't go well",
                     "## Where we got lucky", "### Causal chain", "### Five whys", "### Contributing factors",
                     "## Corrective and preventive actions", "## Timeline"):
