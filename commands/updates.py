@@ -21,7 +21,7 @@ from bot.errors import UsageError
 from bot.incidents import ROLES, Change
 from bot.playbook import Audience
 from bot.reminders import DeliveryFailed
-from bot.render import fit_escaped, render, render_plain
+from bot.render import TEMPLATES_DIR, fit_escaped, render, render_plain
 from bot.runtime import Runtime
 from commands.messages import section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument, parse_update
@@ -37,18 +37,21 @@ REMINDER_EVENT = "warroom_reminder"
 PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
 
 
-def render_draft(incident, recent: list, open_roles: list[str]) -> str:
-    """The five-part update (what happened, impact, status, next steps, asks), prefilled."""
-    return render_plain("update_draft.txt.j2", incident=incident, recent=recent,
-                        open_roles=open_roles)[:DRAFT_MAX_CHARS]
+def render_draft(incident, recent: list, open_roles: list[str], audience: str | None = None) -> str:
+    """The update, prefilled: the five parts (what happened, impact, status, next steps, asks) for
+    stakeholders in general, or the audience's own template (templates/update_draft_<audience>.txt.j2)."""
+    template = f"update_draft_{audience}.txt.j2" if audience else "update_draft.txt.j2"
+    if audience and not (TEMPLATES_DIR / template).exists():
+        template = "update_draft.txt.j2"  # an audience the team added without a template of its own
+    return render_plain(template, incident=incident, recent=recent, open_roles=open_roles)[:DRAFT_MAX_CHARS]
 
 
-def update_draft(runtime: Runtime, channel_id: str) -> str:
+def update_draft(runtime: Runtime, channel_id: str, audience: str | None = None) -> str:
     """The draft for the update form, from the incident, its latest entries and its open roles."""
     with runtime.transaction() as session:
         incident = incidents.incident_in_channel(session, channel_id)
         recent = cadence.draft_lines(session, [incident.id]).get(incident.id, [])
-    return render_draft(incident, recent, [role for role in ROLES if role not in incident.roles])
+    return render_draft(incident, recent, [role for role in ROLES if role not in incident.roles], audience)
 
 
 def update_modal(channel_id: str, draft: str, audience: Audience | None = None,
@@ -123,7 +126,7 @@ def register(router: Router, app: App) -> None:
 
     def open_update_form(client: WebClient, trigger_id: str, channel_id: str, audience: str | None = None) -> None:
         slack_io.call("opening the update form", client.views_open, trigger_id=trigger_id,
-                      view=update_modal(channel_id, update_draft(runtime, channel_id),
+                      view=update_modal(channel_id, update_draft(runtime, channel_id, audience),
                                         runtime.playbook.audiences.get(audience) if audience else None, audience))
 
     def update(request: SlashRequest) -> Reply:

@@ -434,6 +434,9 @@ def test_the_audience_form_is_drafted_with_its_guidance_and_holds_back_too(slack
     view = eventually(lambda: standin.views())[0]
     assert view["view"]["title"]["text"] == "Update: Customers"
     assert view["view"]["blocks"][0]["hint"]["text"].startswith("Plain language")
+    draft = view["view"]["blocks"][0]["element"]["initial_value"]
+    assert draft.startswith("We are investigating a problem with Agent leaked a support transcript.")
+    assert "INC-" not in draft and "SEV" not in draft  # nothing internal in a customer draft
     submitted = slack.submit_view(CAROL, view["id"], {"update": "Fixed. No personal data was exposed."})
     assert "Held back" in submitted.body["errors"]["update"]
     assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'update'") == 0

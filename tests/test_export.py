@@ -152,3 +152,19 @@ def test_action_numbers_and_reminder_times_come_from_the_incident_and_playbook(d
     on_the_day = datetime(due.year, due.month, due.day, 9, 0, tzinfo=timezone.utc)
     assert _as_utc(rows[0]["remind_due_at"]) == on_the_day
     assert _as_utc(rows[0]["remind_before_at"]) == on_the_day - timedelta(days=2)
+
+
+def test_every_shipped_audience_has_a_draft_that_renders(db):
+    from bot import cadence
+    from bot.playbook import load_playbook
+    from commands.updates import render_draft
+
+    with db.sessions.begin() as session:
+        incidents.record_decision(session, ROOM, "Send credit decisions to human review", "U0BOB")
+        incident = incidents.incident_in_channel(session, ROOM)
+        recent = cadence.draft_lines(session, [incident.id])[incident.id]
+    drafts = {audience: render_draft(incident, recent, ["comms"], audience) for audience in load_playbook().audiences}
+    assert set(drafts) == {"executives", "support", "engineering", "customers"}
+    assert len(set(drafts.values())) == 4  # each audience gets its own
+    assert "Send credit decisions to human review" in drafts["engineering"]
+    assert "Business impact" in drafts["executives"] and "approved wording" in drafts["support"]
