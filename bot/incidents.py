@@ -374,6 +374,18 @@ def claim_event(session: Session, event_id: str) -> bool:
     return True
 
 
+def record_delivery(session: Session, key: str) -> bool:
+    """Record that a Slack delivery (a command's trigger) is being handled; False if it already was.
+
+    INSERT … ON CONFLICT DO NOTHING: of two identical deliveries handled at once, the database
+    lets exactly one through (the other waits for it, then finds the row).
+    """
+    inserted = session.execute(dialect_insert(session, ProcessedEvent).values(event_id=key, received_at=utcnow())
+                               .on_conflict_do_nothing(index_elements=["event_id"])
+                               .returning(ProcessedEvent.event_id))
+    return inserted.scalar_one_or_none() is not None
+
+
 def pinned_message_key(channel_id: str, message_ts: str) -> str:
     return f"pin:{channel_id}:{message_ts}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -10,8 +11,19 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import make_engine, make_session_factory
+from bot.incidents import record_delivery
 from bot.playbook import Playbook, load_playbook
 from bot.settings import Settings
+
+
+# The Slack delivery being handled on this thread (a slash command's trigger id), set by the
+# router. The first transaction of the delivery records it, so a repeated delivery is refused by
+# the database in the same transaction as the write it would repeat.
+_delivery: ContextVar[str | None] = ContextVar("warroom_delivery", default=None)
+
+
+class AlreadyHandled(Exception):
+    """This delivery was handled before (same trigger): nothing was done again."""
 
 
 @dataclass
@@ -30,7 +42,25 @@ class Runtime:
                    playbook=playbook)
 
     @contextmanager
+    def handling(self, delivery_key: str | None) -> Iterator[None]:
+        """Mark the Slack delivery this thread is handling (see `transaction`)."""
+        token = _delivery.set(delivery_key)
+        try:
+            yield
+        finally:
+            _delivery.reset(token)
+
+    @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed when the block ends, or rolled back on error."""
+        """A session whose work is committed when the block ends, or rolled back on error.
+
+        The first transaction of a delivery marked with `handling` records its key; if the key
+        is already there the delivery was handled before, and AlreadyHandled is raised.
+        """
         with self.sessions.begin() as session:
+            key = _delivery.get()
+            if key:
+                _delivery.set(None)  # once per delivery: later transactions of it are its own work
+                if not record_delivery(session, key):
+                    raise AlreadyHandled(key)
             yield session

@@ -7,6 +7,7 @@ once: a domain error becomes an ephemeral message that says what to type instead
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,7 +18,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from bot.errors import UsageError, WarroomError
 from bot.render import render
-from bot.runtime import Runtime
+from bot.runtime import AlreadyHandled, Runtime
 from bot.slack_io import SlackCallFailed
 from commands.parsing import USAGE, split_subcommand
 
@@ -25,8 +26,16 @@ log = logging.getLogger(__name__)
 
 DATABASE_DOWN = ("Could not record this: the incident database is not answering. Nothing was saved; "
                  "try again in a moment.")
+ALREADY_HANDLED = "This command reached the bot twice; it was carried out once, the first time."
 INTERNAL_ERROR = ("Could not record this: the bot hit an internal error (it is in the bot's log). Nothing was saved; "
                   "try again, and tell whoever runs Warroom if it happens again.")
+
+
+def delivery_key(request: SlashRequest) -> str | None:
+    """The key a repeated delivery of this command is recognised by (its trigger id, hashed to fit)."""
+    if not request.trigger_id:
+        return None
+    return "trigger:" + hashlib.sha256(request.trigger_id.encode()).hexdigest()[:40]
 
 
 def database_failure(exc: SQLAlchemyError) -> str:
@@ -91,7 +100,11 @@ class Router:
                 trigger_id=command.get("trigger_id", ""),
             )
             try:
-                reply = self.dispatch(request)
+                with self.runtime.handling(delivery_key(request)):
+                    reply = self.dispatch(request)
+            except AlreadyHandled:
+                ack(text=ALREADY_HANDLED)
+                return
             except WarroomError as exc:
                 ack(text=render("error.slack.j2", message=exc.message, hint=exc.hint))
                 return

@@ -315,3 +315,29 @@ def test_the_form_refuses_a_blank_title_and_writes_nothing(slack, standin, datab
     assert "The title is missing" in refused.body["errors"]["title"]
     assert count_rows(database)["incident"] == 0
     assert not standin.view(view["id"])["closed"]  # the person can correct it in place
+
+
+def test_a_command_delivered_twice_is_carried_out_once(slack, standin, database):
+    channel = declare(slack, standin)["id"]
+    first = slack.command(ALICE, channel, "decision Roll back prompt template v14 to v13")
+    again = slack.command(ALICE, channel, "decision Roll back prompt template v14 to v13",
+                          trigger_id=first.trigger_id)
+    assert first.status == again.status == 200
+    assert "carried out once" in said(again)
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'decision'") == 1
+    # A new invocation (a new trigger) with the same text is a new decision, as the person meant.
+    slack.command(ALICE, channel, "decision Roll back prompt template v14 to v13")
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'decision'") == 2
+
+
+def test_concurrent_duplicates_of_one_declaration_declare_once(slack, standin, database):
+    from concurrent.futures import ThreadPoolExecutor
+
+    trigger = standin.issue_trigger(ALICE)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: slack.command(ALICE, GENERAL, "declare sev3 Drift in ranking",
+                                                        trigger_id=trigger), range(4)))
+    assert all(result.status == 200 for result in results)
+    assert sum("carried out once" in said(result) for result in results) == 3
+    assert database.scalar("SELECT count(*) FROM incident") == 1
+    eventually(lambda: standin.channel("inc-1-drift-in-ranking"))

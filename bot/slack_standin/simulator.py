@@ -126,10 +126,12 @@ class SlackSimulator:
         }
 
     # ------------------------------------------------------- slash commands
-    def command(self, user_id: str, channel_id: str, text: str, command: str = "/incident") -> SimResult:
-        """A person typing ``/incident <text>`` in a channel."""
+    def command(self, user_id: str, channel_id: str, text: str, command: str = "/incident",
+                trigger_id: str | None = None) -> SimResult:
+        """A person typing ``/incident <text>`` in a channel; pass an earlier result's ``trigger_id``
+        to deliver the same invocation again (a proxy's retry, a double submission)."""
         channel = self._channel(channel_id)
-        trigger_id = self.standin.issue_trigger(user_id)
+        trigger_id = trigger_id or self.standin.issue_trigger(user_id)
         token = self.standin.issue_response_url(user_id, channel["id"])
         result = self._send_form({
             "token": self.verification_token, "team_id": TEAM_ID, "team_domain": TEAM_DOMAIN,
