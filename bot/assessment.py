@@ -91,6 +91,12 @@ def _questions(topic: str, playbook: Playbook) -> dict[str, str]:
     return playbook.impact if topic == IMPACT else playbook.notification.questions
 
 
+def view_in_channel(session: Session, channel_id: str, topic: str, playbook: Playbook) -> AssessmentView:
+    """The checklist of the incident whose war room this is (read only)."""
+    incident = session.get_one(Incident, incidents.incident_in_channel(session, channel_id).id)
+    return view(session, incident, topic, playbook)
+
+
 def view(session: Session, incident: Incident, topic: str, playbook: Playbook) -> AssessmentView:
     given = {row.question: row for row in session.scalars(select(AssessmentAnswer).where(
         AssessmentAnswer.incident_id == incident.id, AssessmentAnswer.topic == topic))}

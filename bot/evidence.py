@@ -89,7 +89,8 @@ def record_evidence(session: Session, channel_id: str, item: str, value: str, ac
     record.value = entry.text.removeprefix(f"{spec.label}: ")
     record.recorded_by, record.recorded_at = actor_id, utcnow()
     session.flush()
-    line = next(line for line in checklist(session, incident.id, playbook) if line.item == item)
+    line = EvidenceLine(item=item, label=spec.label, hint=spec.hint, value=record.value,
+                        recorded_by=record.recorded_by, recorded_at=record.recorded_at)
     return EvidenceChange(incident=incidents.IncidentView.of(incident), entry=entry, line=line)
 
 

@@ -361,24 +361,13 @@ def snooze_updates(
     return Change(incident=IncidentView.of(incident), old_value=old.isoformat(), new_value=entry.new_value, entry=entry)
 
 
-def claim_event(session: Session, event_id: str) -> bool:
-    """Record that a Slack event is being handled; False if it already was (a retry).
+def claim_event(session: Session, key: str) -> bool:
+    """Record that a Slack delivery (an event id, a command's trigger) is being handled; False if
+    it already was.
 
-    The row is written in the caller's transaction, so a delivery whose handling failed
-    leaves no mark and Slack's retry gets another chance.
-    """
-    if session.scalar(select(exists().where(ProcessedEvent.event_id == event_id))):
-        return False
-    session.add(ProcessedEvent(event_id=event_id, received_at=utcnow()))
-    session.flush()
-    return True
-
-
-def record_delivery(session: Session, key: str) -> bool:
-    """Record that a Slack delivery (a command's trigger) is being handled; False if it already was.
-
-    INSERT … ON CONFLICT DO NOTHING: of two identical deliveries handled at once, the database
-    lets exactly one through (the other waits for it, then finds the row).
+    Written in the caller's transaction, so a delivery whose handling failed leaves no mark and
+    Slack's retry gets another chance. INSERT … ON CONFLICT DO NOTHING: of two identical
+    deliveries handled at once, the database lets exactly one through.
     """
     inserted = session.execute(dialect_insert(session, ProcessedEvent).values(event_id=key, received_at=utcnow())
                                .on_conflict_do_nothing(index_elements=["event_id"])

@@ -181,6 +181,10 @@ class RuleRequirement(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     met_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+    @property
+    def required_roles(self) -> list[str]:
+        return [role for role in self.roles.split(",") if role]
+
 
 class EvidenceRecord(Base):
     """One item of the minimum evidence, as last recorded (earlier values stay in the timeline)."""

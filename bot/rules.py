@@ -76,16 +76,16 @@ def fire_rules(session: Session, incident: Incident, playbook: Playbook, now: da
         if rule.name in already or not _holds(rule, incident):
             continue
         roles = rule.require.roles if rule.require else []
-        missing = [role for role in roles if role not in held]
-        due_at = now + rule.require.within if rule.require else now
         # Every fired rule is remembered (so it fires once), whether or not it requires anything.
-        session.add(RuleRequirement(incident_id=incident.id, rule=rule.name, roles=",".join(roles), fired_at=now,
-                                    due_at=due_at, met_at=None if missing else now))
+        requirement = RuleRequirement(
+            incident_id=incident.id, rule=rule.name, roles=",".join(roles), fired_at=now,
+            due_at=now + rule.require.within if rule.require else now,
+            met_at=None if any(role not in held for role in roles) else now)
+        session.add(requirement)
         session.add(TimelineEntry(incident_id=incident.id, kind="rule", actor_id="warroom", occurred_at=now,
                                   recorded_at=now, source="playbook", source_ref=rule.name, new_value="fired",
                                   text=f"Rule fired: {rule.name}" + (f"; {rule.post}" if rule.post else "")))
-        fired.append(FiredRule(name=rule.name, post=rule.post, roles=roles, due_at=due_at if roles else None,
-                               missing=missing, start_notification_assessment=rule.start_notification_assessment))
+        fired.append(_as_fired(requirement, rule, held))
     session.flush()
     return fired
 
@@ -96,7 +96,7 @@ def satisfy_requirements(session: Session, incident: Incident, now: datetime) ->
     met = []
     for requirement in session.scalars(select(RuleRequirement).where(
             RuleRequirement.incident_id == incident.id, RuleRequirement.met_at.is_(None))):
-        if all(role in held for role in requirement.roles.split(",") if role):
+        if all(role in held for role in requirement.required_roles):
             requirement.met_at = now
             met.append(requirement.rule)
     return met
@@ -125,7 +125,7 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime,
     for reminder in reminders:
         requirement, incident = requirements.get(reminder.subject), incidents.get(reminder.incident_id)
         held = {assignment.role for assignment in incident.roles} if incident else set()
-        missing = [role for role in (requirement.roles.split(",") if requirement else []) if role and role not in held]
+        missing = [role for role in (requirement.required_roles if requirement else []) if role not in held]
         if requirement is None or requirement.met_at is not None or not missing or incident.status == "resolved":
             reminder.delivered_at, reminder.outcome, reminder.lease_expires_at = now, "superseded", None
             continue
@@ -140,18 +140,20 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime,
     return due
 
 
+def _as_fired(requirement: RuleRequirement, rule: Rule | None, held: set[str]) -> FiredRule:
+    """What the room is told of a fired rule (`rule` is None if the playbook no longer has it)."""
+    roles = requirement.required_roles
+    return FiredRule(name=requirement.rule, post=rule.post if rule else "", roles=roles,
+                     due_at=requirement.due_at if roles else None,
+                     missing=[role for role in roles if role not in held],
+                     start_notification_assessment=bool(rule and rule.start_notification_assessment))
+
+
 def fired_so_far(session: Session, incident_id: int, playbook: Playbook) -> list[FiredRule]:
     """The rules that have fired for an incident, as they were fired (for a war room that just opened)."""
     incident = session.get_one(Incident, incident_id)
     held = {assignment.role for assignment in incident.roles}
     by_name = {rule.name: rule for rule in playbook.rules}
-    fired = []
-    for requirement in session.scalars(select(RuleRequirement).where(RuleRequirement.incident_id == incident_id)
-                                       .order_by(RuleRequirement.id)):
-        rule = by_name.get(requirement.rule)
-        roles = [role for role in requirement.roles.split(",") if role]
-        fired.append(FiredRule(name=requirement.rule, post=rule.post if rule else "", roles=roles,
-                               due_at=requirement.due_at if roles else None,
-                               missing=[role for role in roles if role not in held],
-                               start_notification_assessment=bool(rule and rule.start_notification_assessment)))
-    return fired
+    return [_as_fired(requirement, by_name.get(requirement.rule), held)
+            for requirement in session.scalars(select(RuleRequirement).where(RuleRequirement.incident_id == incident_id)
+                                               .order_by(RuleRequirement.id))]

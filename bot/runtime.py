@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import make_engine, make_session_factory
-from bot.incidents import record_delivery
+from bot.incidents import claim_event
 from bot.playbook import Playbook, load_playbook
 from bot.settings import Settings
 
@@ -61,6 +61,6 @@ class Runtime:
             key = _delivery.get()
             if key:
                 _delivery.set(None)  # once per delivery: later transactions of it are its own work
-                if not record_delivery(session, key):
+                if not claim_event(session, key):
                     raise AlreadyHandled(key)
             yield session

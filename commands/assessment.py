@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot import assessment, incidents
+from bot import assessment
 from bot.assessment import IMPACT, NOTIFICATION, ClockDue
 from bot.render import render
 from commands.messages import post_reminder
@@ -33,8 +33,7 @@ def register(router: Router, app: App) -> None:
 
     def show(request: SlashRequest, topic: str, template: str) -> Reply:
         with runtime.transaction() as session:
-            incident = incidents.lock_incident_in_channel(session, request.channel_id)
-            shown = assessment.view(session, incident, topic, playbook)
+            shown = assessment.view_in_channel(session, request.channel_id, topic, playbook)
         return Reply(text=render(template, assessment=shown))
 
     def tell(request: SlashRequest, change) -> Reply:

@@ -40,7 +40,8 @@ def register(router: Router, app: App) -> None:
             else:
                 change = evidence.record_containment(session, request.channel_id, wanted.text, wanted.reversible,
                                                      wanted.success_signal, request.user_id)
-        return Reply(then=lambda client: post(client, request.channel_id, render("containment.slack.j2", change=change)),
+        return Reply(then=lambda client: post(client, request.channel_id,
+                                              render("containment.slack.j2", change=change)),
                      then_failure="The containment action is recorded, but")
 
     router.add("evidence", evidence_command)

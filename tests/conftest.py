@@ -78,6 +78,16 @@ class Database:
             return connection.execute(text(sql), params).mappings().all()
 
 
+def open_incident(database: Database, playbook, *, title: str, severity: int, channel: str = "C0ROOM1"):
+    """Declare an incident through the services and give it a war room channel (no Slack)."""
+    from bot import incidents
+
+    with database.sessions.begin() as session:
+        incident = incidents.declare_incident(session, title=title, severity=severity, summary="",
+                                              declared_by="U0ALICE", playbook=playbook)
+        return incidents.attach_war_room(session, incident.id, channel, f"inc-{incident.number}")
+
+
 @pytest.fixture(scope="session")
 def standin():
     from bot.slack_standin.server import SlackStandIn

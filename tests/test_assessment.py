@@ -7,9 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import update
 
-from bot import assessment, incidents
+from bot import assessment
 from bot.models import Incident
 from bot.playbook import load_playbook
+from tests.conftest import open_incident
 
 PLAYBOOK = load_playbook()  # the shipped one: the DPA clock is 72h, reminded 24h and 4h before
 ROOM = "C0ROOM1"
@@ -18,10 +19,7 @@ ROOM = "C0ROOM1"
 @pytest.fixture
 def db(database):
     database.empty()
-    with database.sessions.begin() as session:
-        incident = incidents.declare_incident(session, title="Retrieval leak", severity=2, summary="",
-                                              declared_by="U0ALICE", playbook=PLAYBOOK)
-        incidents.attach_war_room(session, incident.id, ROOM, "inc-1-leak")
+    open_incident(database, PLAYBOOK, title="Retrieval leak", severity=2, channel=ROOM)
     return database
 
 

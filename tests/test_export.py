@@ -15,7 +15,7 @@ from bot import actions, export, incidents, postmortem
 from bot.errors import UsageError
 from bot.models import Incident, TimelineEntry
 from bot.playbook import Playbook
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, open_incident
 
 PLAYBOOK = Playbook(evidence={"gate_resolve_at_most_severity": 0})  # these tests measure, they don't gate
 ROOM = "C0ROOM1"
@@ -25,10 +25,7 @@ SCHEMA = json.loads((REPO_ROOT / "docs" / "export-schema-v1.json").read_text())
 @pytest.fixture
 def db(database):
     database.empty()
-    with database.sessions.begin() as session:
-        incident = incidents.declare_incident(session, title="Bias spike after data refresh", severity=2, summary="",
-                                              declared_by="U0ALICE", playbook=PLAYBOOK)
-        incidents.attach_war_room(session, incident.id, ROOM, "inc-1-bias")
+    open_incident(database, PLAYBOOK, title="Bias spike after data refresh", severity=2, channel=ROOM)
     return database
 
 

@@ -10,6 +10,7 @@ import pytest
 from bot import incidents
 from bot.errors import NotAnIncidentChannel, NothingToChange
 from bot.playbook import Playbook
+from tests.conftest import open_incident
 
 PLAYBOOK = Playbook()
 
@@ -21,10 +22,7 @@ def db(database):
 
 
 def declare(db, title="Support bot quoting a refund policy we don't have", severity=1, channel="C0ROOM1"):
-    with db.sessions.begin() as session:
-        incident = incidents.declare_incident(session, title=title, severity=severity, summary="", declared_by="U0ALICE",
-                                              playbook=PLAYBOOK)
-        return incidents.attach_war_room(session, incident.id, channel, f"inc-{incident.number}")
+    return open_incident(db, PLAYBOOK, title=title, severity=severity, channel=channel)
 
 
 def test_channel_names_are_what_slack_accepts():
