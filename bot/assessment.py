@@ -151,8 +151,9 @@ def _retime_clocks(session: Session, incident: Incident, playbook: Playbook,
     for clock in playbook.notification.clocks:
         applies = _applies(clock, answers) and incident.notification_decided_at is None
         if applies and clock.name not in running:
-            deadline = awareness + clock.within
-            points = sorted({deadline - before for before in clock.remind_before} | {deadline})
+            scale = incident.time_scale  # a drill's clocks may run faster than real time
+            deadline = awareness + clock.within / scale
+            points = sorted({deadline - before / scale for before in clock.remind_before} | {deadline})
             # A clock that starts late reminds once for the points already passed, not once each.
             passed = [point for point in points if point <= now]
             points = passed[-1:] + [point for point in points if point > now]

@@ -44,6 +44,7 @@ class ReminderDue(ClaimedReminder):
     cadence: str
     remind_user_id: str  # the comms lead, else the incident commander, else the declarer
     commander_id: str | None
+    is_drill: bool  # the reminder's DM must say so: it is read outside the drill's room
     # For the update draft that goes with a reminder.
     open_roles: list[str]
     recent: list[DraftLine]
@@ -69,6 +70,12 @@ def interval_of(incident: Incident) -> timedelta | None:
     return timedelta(seconds=incident.cadence_seconds) if incident.cadence_seconds else None
 
 
+def playbook_interval(incident: Incident, playbook: Playbook) -> timedelta | None:
+    """The playbook's cadence for the incident's severity, on the incident's clock (drills may run fast)."""
+    interval = playbook.update_interval(incident.severity)
+    return interval / incident.time_scale if interval else None
+
+
 def _set_due(incident: Incident, due: datetime | None, playbook: Playbook) -> None:
     interval = interval_of(incident)
     if due is None or interval is None or incident.status == "resolved":
@@ -88,16 +95,16 @@ def _due_from_last_update(incident: Incident, now: datetime) -> datetime | None:
 
 def start_clock(incident: Incident, playbook: Playbook) -> None:
     """A newly declared incident owes its first update one interval after declaration."""
-    interval = playbook.update_interval(incident.severity)
-    incident.cadence_seconds = int(interval.total_seconds()) if interval else None
+    interval = playbook_interval(incident, playbook)
+    incident.cadence_seconds = max(1, int(interval.total_seconds())) if interval else None
     _set_due(incident, incident.declared_at + interval if interval else None, playbook)
 
 
 def retime_after_severity(incident: Incident, playbook: Playbook, now: datetime) -> None:
     """A new severity brings its own cadence, unless someone set one by hand for this incident."""
     if not incident.cadence_overridden:
-        interval = playbook.update_interval(incident.severity)
-        incident.cadence_seconds = int(interval.total_seconds()) if interval else None
+        interval = playbook_interval(incident, playbook)
+        incident.cadence_seconds = max(1, int(interval.total_seconds())) if interval else None
     _set_due(incident, _due_from_last_update(incident, now), playbook)
 
 
@@ -188,7 +195,7 @@ def _prepare_one(reminder: Reminder, incident: Incident, recent: list[DraftLine]
         channel_id=incident.channel_id,
         cadence=format_duration(interval_of(incident)),
         remind_user_id=roles.get("comms") or roles.get("ic") or incident.declared_by,
-        commander_id=roles.get("ic"), dedupe_key=reminder_key(reminder),
+        commander_id=roles.get("ic"), is_drill=incident.is_drill, dedupe_key=reminder_key(reminder),
         open_roles=[role for role in ROLES if role not in roles], recent=recent,
     )
 

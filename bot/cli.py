@@ -8,12 +8,22 @@ import sys
 
 from bot.export import RecordError
 from bot.playbook import PlaybookError
-from bot.settings import SettingsError, load_settings
+from bot.settings import SettingsError
+from bot.settings import load_settings as _read_settings
 
 
 def _fail(message: str) -> int:
     print(f"warroom: {message}", file=sys.stderr)
     return 2
+
+
+def load_settings():
+    """The settings, with their secret values kept out of every log line from here on."""
+    from bot.observability import redact_secrets_in_logs, settings_secrets
+
+    settings = _read_settings()
+    redact_secrets_in_logs(settings_secrets(settings))
+    return settings
 
 
 def cmd_migrate(args) -> int:
@@ -28,10 +38,15 @@ def cmd_migrate(args) -> int:
 def cmd_serve(args) -> int:
     from bot import server
     from bot.migrate import pending_migrations
+    from bot.observability import configure_logging, settings_secrets
     from bot.runtime import Runtime
 
     settings = load_settings()
     settings.require_slack_credentials(socket_mode=args.socket)
+    # From here on the process logs one JSON object a line (or text), with request and incident ids.
+    configure_logging(getattr(args, "log_format", None) or settings.warroom_log_format, settings_secrets(settings))
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not two lines a tick; warnings stay
     runtime = Runtime.from_settings(settings)
     problem = pending_migrations(runtime.engine)
     if problem:
@@ -47,6 +62,12 @@ def cmd_sandbox(args) -> int:
     from bot.sandbox import run_sandbox
 
     return run_sandbox(database_path=args.database, user=args.user)
+
+
+def cmd_drill_run(args) -> int:
+    from bot.sandbox import run_drill
+
+    return run_drill(args.scenario, args.speed, database_path=args.database)
 
 
 def cmd_start(args) -> int:
@@ -125,6 +146,34 @@ def cmd_actions(args) -> int:
     return 0
 
 
+def cmd_readiness(args) -> int:
+    import re
+    from datetime import date
+
+    from bot import readiness
+    from bot.db import utcnow
+    from bot.runtime import Runtime
+
+    since = None
+    if args.since is not None:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.since):
+                raise ValueError(args.since)
+            since = date.fromisoformat(args.since)
+        except ValueError:
+            return _fail(f"{args.since!r} is not a date; write YYYY-MM-DD")
+    runtime = Runtime.from_settings(load_settings())
+    with runtime.transaction() as session:
+        report = readiness.build_report(session, since, utcnow())
+    try:
+        paths = readiness.write_report(report, args.output)
+    except OSError as exc:
+        return _fail(f"cannot write the report to {args.output}: {exc.strerror or exc}")
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _display_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -139,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default WARROOM_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default WARROOM_PORT or 3000)")
     serve.add_argument("--socket", action="store_true", help="use Socket Mode (needs SLACK_APP_TOKEN)")
+    serve.add_argument("--log-format", choices=("json", "text"),
+                       help="log lines as JSON objects or plain text (default WARROOM_LOG_FORMAT or json)")
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database to the latest schema")
@@ -158,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     actions = sub.add_parser("actions", help="list corrective actions across incidents")
     actions.add_argument("--overdue", action="store_true", help="only those past their due date and not done")
     actions.set_defaults(func=cmd_actions)
+
+    ready = sub.add_parser("readiness", help="write the readiness report (Markdown and a PNG chart) of real incidents")
+    ready.add_argument("--since", help="only incidents declared (and drills started) on or after this YYYY-MM-DD")
+    ready.add_argument("--output", "-o", default=".", help="folder for readiness.md and readiness.png (default: .)")
+    ready.set_defaults(func=cmd_readiness)
+
+    drill = sub.add_parser("drill", help="tabletop drills in the sandbox")
+    drill_sub = drill.add_subparsers(dest="drill_command", required=True)
+    drill_run = drill_sub.add_parser("run", help="play a drill in the sandbox; leaves its scorecard and postmortem")
+    drill_run.add_argument("scenario", help="a scenario name (file name in scenarios/ without .yaml)")
+    drill_run.add_argument("--speed", type=float, default=60.0, help="times real time (default 60)")
+    drill_run.add_argument("--database", default="warroom-sandbox.db", help="SQLite file for the sandbox")
+    drill_run.set_defaults(func=cmd_drill_run)
 
     for name, func, text in (
         ("sandbox", cmd_sandbox, "try the bot offline: a local Slack stand-in and a terminal"),

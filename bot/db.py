@@ -11,6 +11,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CONNECT_TIMEOUT_SECONDS = 2
 
 
 def utcnow() -> datetime:
@@ -67,7 +68,11 @@ def make_engine(database_url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # A database that stops answering must not hold a command past Slack's 3 s: give up on a new
+    # connection after 2 s (libpq's minimum) instead of psycopg's default of 130 s. The URL's own
+    # ?connect_timeout= wins.
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args)
 
 
 def make_session_factory(engine: Engine, redaction_key: bytes | None = None) -> sessionmaker:

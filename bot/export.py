@@ -77,7 +77,7 @@ def read_record(session: Session, *, number: int | None = None, incident_id: int
                            .order_by(TimelineEntry.occurred_at, TimelineEntry.id)).all()
     facts = {name: getattr(incident, name) for name in (
         "id", "number", "reference", "title", "summary", "severity", "status", "declared_by", "declared_at",
-        "resolved_at", "impact_started_at", "detected_at", "channel_id", "channel_name")}
+        "resolved_at", "impact_started_at", "detected_at", "channel_id", "channel_name", "is_drill")}
     facts["roles"] = {assignment.role: assignment.user_id for assignment in incident.roles}
     return IncidentRecord(incident=facts, timeline=[tuple(row) for row in rows],
                           actions=actions.incident_actions(session, incident.id))
@@ -123,7 +123,7 @@ def to_json_document(record: IncidentRecord, people: dict[str, str], generated_a
             "declared_by": facts["declared_by"], "declared_at": iso(facts["declared_at"]),
             "resolved_at": iso(facts["resolved_at"]), "impact_started_at": iso(facts["impact_started_at"]),
             "detected_at": iso(facts["detected_at"]), "channel_id": facts["channel_id"],
-            "channel_name": facts["channel_name"], "roles": facts["roles"],
+            "channel_name": facts["channel_name"], "roles": facts["roles"], "is_drill": facts["is_drill"],
         },
         "people": {user_id: people[user_id] for user_id in sorted(people)},
         "timeline": [

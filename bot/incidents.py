@@ -66,6 +66,7 @@ class IncidentView(BaseModel):
     driver: str | None
     failure_mode: str | None
     flags: str
+    is_drill: bool
     roles: dict[str, str]
 
     @property
@@ -92,8 +93,9 @@ class Change(BaseModel):
     fired: list[FiredRule] = []  # playbook rules the change set off
 
 
-def channel_name_for(number: int, title: str) -> str:
-    """`inc-<n>-<slug>`: only what Slack accepts in a channel name, cut at a word boundary."""
+def channel_name_for(number: int, title: str, is_drill: bool = False) -> str:
+    """`inc-<n>-<slug>` (`drill-<n>-<slug>` for a drill): only what Slack accepts in a channel
+    name, cut at a word boundary."""
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
     words = re.findall(r"[a-z0-9]+", ascii_title.lower().replace("'", ""))
     slug = ""
@@ -104,7 +106,8 @@ def channel_name_for(number: int, title: str) -> str:
         slug = candidate
     if not slug and words:
         slug = words[0][:SLUG_MAX_CHARS]
-    name = f"inc-{number}-{slug}" if slug else f"inc-{number}"
+    prefix = f"{'drill' if is_drill else 'inc'}-{number}"
+    name = f"{prefix}-{slug}" if slug else prefix
     return name[:CHANNEL_NAME_MAX]
 
 
@@ -151,11 +154,13 @@ def add_entry(session: Session, incident: Incident, kind: str, actor_id: str, *,
 
 def declare_incident(
     session: Session, *, title: str, severity: int, summary: str, declared_by: str, playbook: Playbook,
-    driver: str | None = None, failure_mode: str | None = None,
+    driver: str | None = None, failure_mode: str | None = None, is_drill: bool = False, time_scale: float = 1.0,
 ) -> IncidentView:
     """Record a new incident, investigating, with its declaration as the first timeline entry
-    (and its classification, when the declare form gave one)."""
+    (and its classification, when the declare form gave one). Drills are declared by `bot.drills`."""
     incident = Incident(
+        is_drill=is_drill,
+        time_scale=time_scale,
         number=_next_incident_number(session),
         title=title,
         summary=summary,
@@ -251,9 +256,11 @@ def assign_role(session: Session, channel_id: str, role: str, user_id: str, acto
     return Change(incident=IncidentView.of(incident), old_value=previous, new_value=user_id, entry=entry)
 
 
-def record_decision(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
-    """Add a decision-log entry (who, when, what) to the incident's timeline."""
-    return add_entry(session, _incident_in_channel(session, channel_id), "decision", actor_id, text=text)
+def record_decision(session: Session, channel_id: str, text: str, actor_id: str,
+                    owner_id: str | None = None) -> TimelineItem:
+    """Add a decision-log entry (who logged it, when, what, and who owns carrying it out)."""
+    return add_entry(session, _incident_in_channel(session, channel_id), "decision", actor_id, text=text,
+                     new_value=owner_id)
 
 
 def record_note(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
@@ -359,6 +366,17 @@ def snooze_updates(
                        old_value=old.isoformat(timespec="seconds"),
                        new_value=incident.next_update_due_at.isoformat(timespec="seconds"))
     return Change(incident=IncidentView.of(incident), old_value=old.isoformat(), new_value=entry.new_value, entry=entry)
+
+
+def complete_postmortem(session: Session, channel_id: str, link: str, actor_id: str) -> TimelineItem:
+    """Record that the postmortem is finished (readiness counts how soon after resolving)."""
+    incident = _incident_in_channel(session, channel_id, lock=True)
+    if incident.postmortem_completed_at is not None:
+        raise NothingToChange(f"The postmortem of {incident.reference} was marked complete on "
+                              f"{incident.postmortem_completed_at:%Y-%m-%d}.")
+    incident.postmortem_completed_at = utcnow()
+    return add_entry(session, incident, "postmortem", actor_id, text=link or "Postmortem completed",
+                     new_value="completed", occurred_at=incident.postmortem_completed_at)
 
 
 def claim_event(session: Session, key: str) -> bool:

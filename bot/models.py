@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
+from sqlalchemy import Boolean, Date, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from bot.db import UTCDateTime, utcnow
@@ -78,6 +78,13 @@ class Incident(Base):
     # The notification decision (notify, or not and why), which stops the notification clocks.
     notification_decision: Mapped[str | None] = mapped_column(Text, nullable=True)
     notification_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A tabletop drill runs in a room like a real incident but is marked everywhere, never announced,
+    # and left out of readiness metrics. Its clocks (update cadence, rule deadlines) may run faster
+    # than real time: `time_scale` 60 means a 15-minute cadence falls due every 15 seconds.
+    # When the team called the postmortem finished (`/incident postmortem done`), for readiness.
+    postmortem_completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    is_drill: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    time_scale: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1.0"))
 
     roles: Mapped[list[RoleAssignment]] = relationship(
         back_populates="incident", order_by="RoleAssignment.id"
@@ -301,3 +308,27 @@ class Reminder(Base):
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
     slack_ts: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class Drill(Base):
+    """A tabletop exercise: the scenario it plays, who runs it, and its scorecard once it ended."""
+
+    __tablename__ = "drill"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incident.id", ondelete="CASCADE"), unique=True)
+    scenario: Mapped[str] = mapped_column(String(80))
+    family: Mapped[str] = mapped_column(String(40))
+    facilitator_id: Mapped[str] = mapped_column(String(32))
+    # The scenario as it was when the drill started (JSON): injects and the answer key stay fixed
+    # even if the file changes, and every replica delivers the same injects.
+    script: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The scorecard as JSON (bot.drills.Scorecard), and its total, for readiness over time.
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    scorecard: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    incident: Mapped[Incident] = relationship()

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -174,21 +175,24 @@ class Trigger(BaseModel):
     flag: str | None = None
 
 
+def _known_roles(roles: list[str]) -> list[str]:
+    from bot.models import ROLES  # the schema module pulls in SQLAlchemy; only needed here
+
+    unknown = [role for role in roles if role not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown role {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+    return roles
+
+
+# Role keys (ic, comms, …) in policy files: the playbook's rules and the drill scenarios.
+RoleKeys = Annotated[list[str], AfterValidator(_known_roles)]
+
+
 class Requirement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    roles: list[str] = []
+    roles: RoleKeys = []
     within: Annotated[timedelta, BeforeValidator(parse_duration)] = timedelta(minutes=30)
-
-    @field_validator("roles")
-    @classmethod
-    def _known_roles(cls, roles: list[str]) -> list[str]:
-        from bot.models import ROLES
-
-        unknown = [role for role in roles if role not in ROLES]
-        if unknown:
-            raise ValueError(f"unknown role {', '.join(unknown)}; roles are {', '.join(ROLES)}")
-        return roles
 
 
 class Rule(BaseModel):

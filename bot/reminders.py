@@ -1,4 +1,5 @@
-"""The reminder ledger: every reminder owed (update cadence, corrective actions), delivered once.
+"""The reminder ledger: every reminder owed (update cadence, corrective actions, rules, notification
+clocks, drill injects), delivered once.
 
 Reminders are rows in `reminder`, keyed by (incident, kind, action, due time), so any number of
 tickers can schedule them (INSERT … ON CONFLICT DO NOTHING) and exactly one delivers each (a
@@ -13,18 +14,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot import actions, assessment, cadence, rules
+from bot import actions, assessment, cadence, drills, rules
 from bot.actions import ActionReminderDue
 from bot.assessment import ClockDue
 from bot.cadence import ReminderDue
 from bot.db import dialect_insert
+from bot.drills import InjectDue
 from bot.models import Reminder
 from bot.rules import RequirementDue
 
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
 KEY = ["incident_id", "kind", "subject", "due_at"]
 
-Due = ReminderDue | ActionReminderDue | RequirementDue | ClockDue
+Due = ReminderDue | ActionReminderDue | RequirementDue | ClockDue | InjectDue
 
 
 class DeliveryFailed(Exception):
@@ -63,7 +65,8 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
     skipped, and the WHERE is re-checked after any wait; on SQLite the write lock (BEGIN
     IMMEDIATE) makes claims one at a time. Either way, two processes never hold one reminder.
     """
-    claimable = and_(Reminder.delivered_at.is_(None),
+    # Most reminders are written when they fall due, but drill injects are written ahead.
+    claimable = and_(Reminder.delivered_at.is_(None), Reminder.due_at <= now,
                      or_(Reminder.lease_expires_at.is_(None), Reminder.lease_expires_at < now))
     candidates = select(Reminder.id).where(claimable).order_by(Reminder.due_at).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
@@ -86,7 +89,8 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
     return [*cadence.prepare(session, of_kinds(cadence.UPDATE_DUE, cadence.ESCALATION), now, late_after),
             *actions.prepare(session, of_kinds(*actions.ACTION_REMINDER_KINDS), now, late_after),
             *rules.prepare(session, of_kinds(rules.REQUIREMENT_MISSED), now, late_after),
-            *assessment.prepare(session, of_kinds(assessment.NOTIFICATION_DUE), now, late_after)]
+            *assessment.prepare(session, of_kinds(assessment.NOTIFICATION_DUE), now, late_after),
+            *drills.prepare(session, of_kinds(drills.INJECT), now, late_after)]
 
 
 def _still_ours(reminder: Reminder, owner: str) -> bool:

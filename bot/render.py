@@ -14,6 +14,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bot.db import REPO_ROOT
 from bot.incidents import ROLES
+from bot.playbook import format_duration
 
 TEMPLATES_DIR = REPO_ROOT / "templates"
 PART_SEPARATOR = re.compile(r"^---\s*$", re.MULTILINE)
@@ -80,7 +81,7 @@ def environment() -> Environment:
         autoescape=False,  # HTML escaping is wrong for mrkdwn; _finalize escapes instead
     )
     env.globals.update(mention=mention, channel_link=channel_link, ROLES=ROLES)
-    env.filters.update(utc=utc)
+    env.filters.update(utc=utc, duration=format_duration)
     return env
 
 

@@ -79,7 +79,7 @@ def fire_rules(session: Session, incident: Incident, playbook: Playbook, now: da
         # Every fired rule is remembered (so it fires once), whether or not it requires anything.
         requirement = RuleRequirement(
             incident_id=incident.id, rule=rule.name, roles=",".join(roles), fired_at=now,
-            due_at=now + rule.require.within if rule.require else now,
+            due_at=now + rule.require.within / incident.time_scale if rule.require else now,
             met_at=None if any(role not in held for role in roles) else now)
         session.add(requirement)
         session.add(TimelineEntry(incident_id=incident.id, kind="rule", actor_id="warroom", occurred_at=now,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import make_engine, make_session_factory
@@ -20,6 +21,10 @@ from bot.settings import Settings
 # router. The first transaction of the delivery records it, so a repeated delivery is refused by
 # the database in the same transaction as the write it would repeat.
 _delivery: ContextVar[str | None] = ContextVar("warroom_delivery", default=None)
+
+
+class CommitOutcomeUnknown(Exception):
+    """The database connection failed while committing: the work may or may not be saved."""
 
 
 class AlreadyHandled(Exception):
@@ -57,10 +62,22 @@ class Runtime:
         The first transaction of a delivery marked with `handling` records its key; if the key
         is already there the delivery was handled before, and AlreadyHandled is raised.
         """
-        with self.sessions.begin() as session:
-            key = _delivery.get()
-            if key:
-                _delivery.set(None)  # once per delivery: later transactions of it are its own work
-                if not claim_event(session, key):
-                    raise AlreadyHandled(key)
-            yield session
+        with self.sessions() as session:
+            session.begin()
+            try:
+                key = _delivery.get()
+                if key:
+                    _delivery.set(None)  # once per delivery: later transactions of it are its own work
+                    if not claim_event(session, key):
+                        raise AlreadyHandled(key)
+                yield session
+                # Everything is sent before COMMIT, so a failure up to here means nothing was saved.
+                session.flush()
+            except BaseException:
+                session.rollback()
+                raise
+            try:
+                session.commit()
+            except (OperationalError, InterfaceError) as exc:
+                # The connection died during COMMIT: the server may have saved the work or not.
+                raise CommitOutcomeUnknown() from exc

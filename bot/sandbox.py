@@ -29,9 +29,10 @@ Type what you would type in Slack:
   /incident declare sev1 Support bot quoting a refund policy we don't have
   /incident role ic @bob
   /incident help
+  /incident drill list        (then: /incident drill start <scenario> --speed 60)
 Sandbox commands:
   :as <user>        act as another person (alice, bob, carol, dave)
-  :in <channel>     move to a channel (#general, #incidents, #inc-1-…)
+  :in <channel>     move to a channel (#general, #incidents, #inc-1-…, #drill-2-…)
   :say <text>       post a message in this channel as yourself
   :pin <n>          react with :pushpin: to message [n] of this channel
   :wait <30s>       let time pass, then show what the bot posted (update reminders)
@@ -236,7 +237,7 @@ class SandboxTerminal:
     def _follow_into_new_room(self) -> None:
         # Like Slack's client jumping to a channel you were just added to.
         rooms = [c for c in self.standin.channels()
-                 if c["name"].startswith("inc-") and self.user_id in c["members"]]
+                 if c["name"].startswith(("inc-", "drill-")) and self.user_id in c["members"]]
         newest = max(rooms, key=lambda c: c["created"], default=None)
         if newest and newest["id"] != self.channel_id and newest["id"] not in self.visited_rooms:
             self.visited_rooms.add(newest["id"])
@@ -338,3 +339,94 @@ def run_sandbox(database_path: str = "warroom-sandbox.db", user: str = "alice", 
         standin.stop()
         runtime.engine.dispose()
     return 0
+
+
+# ---------------------------------------------------------------------------------- drill run
+
+# Who the scripted team puts in each role (alice facilitates, and holds what is left over).
+TEAM = {"ic": "bob", "comms": "carol", "tech": "dave", "scribe": "dave"}
+
+
+def drill_script(scenario, playbook, speed: float) -> list[str]:
+    """What a well-drilled team types through the scenario, timed in scenario time.
+
+    It follows the answer key, the way a facilitator demonstrates a drill to newcomers; the
+    scorecard still shows what it left out (not every evidence item, one decision without an owner).
+    """
+    expected, system = scenario.expected, scenario.system
+
+    def wait(scenario_seconds: float) -> str:
+        return f":wait {max(1, round(scenario_seconds / speed))}s"
+
+    def person(role: str) -> str:
+        return TEAM.get(role, "alice")
+
+    containment = expected.containment_hint
+    if not any(keyword.lower() in containment.lower() for keyword in expected.containment):
+        containment += f" ({expected.containment[0]})"
+    lines = [":as alice", f"/incident drill start {scenario.name} --speed {speed:g}", wait(60)]
+    lines += [f"/incident role {role} @{person(role)}" for role in expected.roles]
+    lines += [":as bob", f"/incident sev {expected.severity} per the severity matrix",
+              f"/incident classify {expected.driver} {expected.failure_mode}", wait(120),
+              f"/incident contain {containment} reversible verify: the symptom stops in the dashboards",
+              f"/incident decision Contain first: {containment}; explain later owner: @{person('tech')}",
+              ":as dave", f"/incident evidence model {system.model} {system.model_version}",
+              f"/incident evidence prompt {system.prompt_template}"]
+    if system.retrieval_sources:
+        lines.append(f"/incident evidence retrieval {system.retrieval_sources[0]}")
+    interval = playbook.update_interval(expected.severity)
+    elapsed, update = 8 * 60.0, 1
+    lines += [":as carol", "/incident update Contained while we investigate; next update on the cadence."]
+    while interval and elapsed + interval.total_seconds() < scenario.duration.total_seconds():
+        step = interval.total_seconds() - 120  # a little ahead of each due time
+        lines.append(wait(step))
+        elapsed += step
+        update += 1
+        lines.append(f"/incident update Update {update}: containment holding, root cause under investigation.")
+    lines += [":as bob", f"/incident decision Notification: {expected.notification_reason}",
+              f"/incident notify decide {expected.notification} {expected.notification_reason}"]
+    remaining = scenario.duration.total_seconds() - elapsed
+    if remaining > 0:
+        lines.append(wait(remaining))
+    lines += [":as alice", "/incident drill end", "/incident postmortem", ":wait 2s"]
+    return lines
+
+
+def run_drill(scenario_name: str, speed: float, database_path: str = "warroom-sandbox.db",
+              out: TextIO = sys.stdout) -> int:
+    """`warroom drill run`: play a drill in the sandbox and leave its scorecard and postmortem on disk."""
+    from sqlalchemy import select
+
+    from bot import drills
+    from bot.db import make_engine, make_session_factory
+    from bot.models import Drill
+    from bot.playbook import load_playbook
+    from bot.render import render_markdown
+    from bot.scenarios import default_folder, load_scenarios
+
+    playbook = load_playbook()
+    catalog = load_scenarios(default_folder(), playbook)
+    scenario = catalog.scenarios.get(scenario_name)
+    if scenario is None:
+        reason = catalog.broken.get(f"{scenario_name}.yaml")
+        print(f"warroom: scenario {scenario_name!r} " + (f"could not be loaded: {reason}" if reason else
+              f"does not exist; there are {', '.join(catalog.scenarios)}"), file=sys.stderr)
+        return 2
+    if not 1 <= speed <= drills.MAX_SPEED:
+        print(f"warroom: --speed is 1 to {drills.MAX_SPEED:g}, not {speed:g}", file=sys.stderr)
+        return 2
+    status = run_sandbox(database_path, lines=drill_script(scenario, playbook, speed), out=out)
+    engine = make_engine(f"sqlite:///{Path(database_path).resolve()}")
+    try:
+        with make_session_factory(engine)() as session:
+            drill = session.scalars(select(Drill).order_by(Drill.id.desc()).limit(1)).one()
+            scorecard, reference = drills.scorecard_of(drill), drill.incident.reference
+    finally:
+        engine.dispose()
+    files = Path(database_path).resolve().with_name("warroom-sandbox-files")
+    files.mkdir(parents=True, exist_ok=True)
+    path = files / f"{reference.lower()}-drill-scorecard.md"
+    path.write_text(render_markdown("drill_scorecard.md.j2", scorecard=scorecard, scenario=scenario,
+                                    reference=reference, speed=speed))
+    print(f"\nScorecard: {path}\nPostmortem draft: {files / (reference.lower() + '-postmortem.md')}", file=out)
+    return status

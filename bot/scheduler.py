@@ -3,6 +3,9 @@
 APScheduler only keeps time (an in-memory job store in each process); the database is the record
 of what is owed, so any number of processes tick side by side, a restart loses nothing, and a
 reminder that fell due while every process was down goes out once on start-up, marked late.
+
+The ticker also forgets handled Slack delivery ids (`processed_event`) once they are older than
+`WARROOM_EVENT_RETENTION`, far past the few minutes in which Slack redelivers a failed event.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import random
 import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import sessionmaker
 
-from bot import reminders
+from bot import observability, reminders
 from bot.db import utcnow
+from bot.models import ProcessedEvent
 from bot.reminders import DeliveryFailed, Due
 from bot.runtime import Runtime
 
@@ -27,6 +34,24 @@ log = logging.getLogger(__name__)
 
 MIN_LEASE = timedelta(seconds=10)
 Deliver = Callable[[Due], "str | None"]
+# Old delivery ids are pruned this often (and at start-up), in batches of this many rows a transaction.
+PRUNE_EVERY = timedelta(minutes=10)
+PRUNE_BATCH = 1000
+
+
+def prune_processed_events(sessions: sessionmaker, received_before: datetime, batch_size: int = PRUNE_BATCH) -> int:
+    """Delete handled Slack delivery ids received before `received_before`, a batch a transaction
+    (short locks, however many accumulated); how many were deleted."""
+    pruned = 0
+    while True:
+        with sessions.begin() as session:
+            oldest = (select(ProcessedEvent.event_id).where(ProcessedEvent.received_at < received_before)
+                      .limit(batch_size))
+            deleted = session.execute(delete(ProcessedEvent).where(ProcessedEvent.event_id.in_(oldest))
+                                      .execution_options(synchronize_session=False)).rowcount
+        pruned += deleted
+        if deleted < batch_size:
+            return pruned
 
 
 class Ticker:
@@ -54,15 +79,28 @@ class Ticker:
         # and between them something is due is picked up sooner than one tick.
         seconds = self.tick.total_seconds()
         phase = timedelta(seconds=random.uniform(0, seconds))
-        self.scheduler.add_job(self.tick_once, "interval", seconds=seconds, start_date=utcnow() + phase,
+        self.scheduler.add_job(self.scheduled_tick, "interval", seconds=seconds, start_date=utcnow() + phase,
                                coalesce=True, max_instances=1, id="reminders")
-        self.scheduler.add_job(self.tick_once, id="first-tick")
+        self.scheduler.add_job(self.scheduled_tick, id="first-tick")
+        # Pruning runs at start-up and then every PRUNE_EVERY, at a random phase across replicas.
+        prune_every = PRUNE_EVERY.total_seconds()
+        self.scheduler.add_job(self.prune_once, "interval", seconds=prune_every, id="prune-events",
+                               start_date=utcnow() + timedelta(seconds=random.uniform(0, prune_every)),
+                               coalesce=True, max_instances=1)
+        self.scheduler.add_job(self.prune_once, id="first-prune")
         self.scheduler.start()
         return self
 
     def stop(self) -> None:
         self.scheduler.shutdown(wait=True)
         self.pool.shutdown(wait=True)
+
+    def scheduled_tick(self) -> None:
+        """A tick from the scheduler: while the database is down, one warning a tick, not a traceback."""
+        try:
+            self.tick_once()
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("incident database unreachable; reminders wait for it (%s)", type(exc.orig).__name__)
 
     def tick_once(self) -> int:
         """Schedule what fell due, then claim and deliver it in batches; returns how many were handled."""
@@ -81,17 +119,38 @@ class Ticker:
             self._record_deliveries(posted)
             handled += len(batch)
 
+    def prune_once(self) -> int:
+        """Forget handled Slack delivery ids older than the retention; how many were deleted."""
+        retention = self.runtime.settings.event_retention
+        try:
+            pruned = prune_processed_events(self.runtime.sessions, utcnow() - retention)
+        except Exception:  # noqa: BLE001 - pruning is housekeeping: retried at the next run
+            log.exception("pruning processed Slack delivery ids failed")
+            return 0
+        if pruned:
+            observability.EVENTS_PRUNED.inc(pruned)
+            log.info("pruned %d processed Slack delivery id(s) older than %s", pruned,
+                     self.runtime.settings.warroom_event_retention)
+        return pruned
+
     def _deliver_one(self, due: Due) -> str | None:
         """Post one reminder; its Slack ts ("" if none), or None after recording why it failed."""
-        try:
-            return self.deliver(due) or ""
-        except DeliveryFailed as failure:
-            log.warning("reminder %s for %s not delivered (attempt %s): %s",
-                        due.kind, due.reference, due.attempts, failure.error)
-            self._record_failure(due, failure)
-        except Exception as exc:  # noqa: BLE001 - a bug in delivery must leave the reminder owed, not lost
-            log.exception("reminder %s for %s failed unexpectedly", due.kind, due.reference)
-            self._record_failure(due, DeliveryFailed(type(exc).__name__))
+        with observability.incident_scope(due.reference):
+            try:
+                slack_ts = self.deliver(due) or ""
+            except DeliveryFailed as failure:
+                observability.reminder_failed(due.kind)
+                log.warning("reminder %s for %s not delivered (attempt %s): %s",
+                            due.kind, due.reference, due.attempts, failure.error)
+                self._record_failure(due, failure)
+            except Exception as exc:  # noqa: BLE001 - a bug in delivery must leave the reminder owed, not lost
+                observability.reminder_failed(due.kind)
+                log.exception("reminder %s for %s failed unexpectedly", due.kind, due.reference)
+                self._record_failure(due, DeliveryFailed(type(exc).__name__))
+            else:
+                observability.reminder_sent(due.kind, due.late)
+                log.info("reminder %s for %s posted%s", due.kind, due.reference, " (late)" if due.late else "")
+                return slack_ts
         return None
 
     def _record_deliveries(self, posted: list[tuple[Due, str]]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,12 +37,19 @@ class Settings(BaseSettings):
     warroom_updates_channel: str = ""
     # The team's policy file; the one shipped at the top of the repository by default.
     warroom_playbook: str = ""
+    # The folder of drill scenarios (`scenarios/` beside the code if empty).
+    warroom_scenarios: str = ""
     # How often the reminder ticker asks the database what is due (a duration: 5s, 1m).
     warroom_tick: str = "5s"
     # Keys the hashes of values redacted from what people type (secrets, personal data). Set it
     # (the same on every replica) so fingerprints survive rotating Slack's secrets; by default it
     # is derived from the signing secret (or the app token in Socket Mode).
     warroom_redaction_key: SecretStr | None = None
+    # `warroom serve`'s log lines: one JSON object a line (json), or plain text (text).
+    warroom_log_format: Literal["json", "text"] = "json"
+    # How long ids of handled Slack deliveries (event ids, command trigger ids) are kept, so a
+    # redelivery is recognised: Slack retries a failed event over about 5 minutes. At least 1h.
+    warroom_event_retention: str = "24h"
 
     @field_validator("warroom_tick")
     @classmethod
@@ -49,6 +58,24 @@ class Settings(BaseSettings):
 
         parse_duration(value)
         return value
+
+    @field_validator("warroom_event_retention")
+    @classmethod
+    def _retention_outlasts_slack_retries(cls, value: str) -> str:
+        from datetime import timedelta
+
+        from bot.playbook import parse_duration
+
+        if parse_duration(value) < timedelta(hours=1):
+            raise ValueError(f"{value!r} is too short: keep handled Slack delivery ids at least 1h "
+                             "(Slack redelivers a failed event for about 5 minutes); the default is 24h")
+        return value
+
+    @property
+    def event_retention(self):
+        from bot.playbook import parse_duration
+
+        return parse_duration(self.warroom_event_retention)
 
     @property
     def tick(self):

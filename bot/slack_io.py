@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Callable
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -12,6 +13,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+
+from bot.observability import count_slack_errors
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,8 @@ class SlackCallFailed(Exception):
 
 
 def make_client(token: str, base_url: str) -> WebClient:
-    """A WebClient that waits out 429s (honouring Retry-After) and retries 5xx and dropped connections."""
+    """A WebClient that waits out 429s (honouring Retry-After) and retries 5xx and dropped connections,
+    counting every error response, retried or not, in warroom_slack_api_errors_total."""
     client = WebClient(token=token, base_url=base_url, timeout=10)
     client.retry_handlers.extend(
         [
@@ -37,6 +41,7 @@ def make_client(token: str, base_url: str) -> WebClient:
             ConnectionErrorRetryHandler(max_retry_count=2),
         ]
     )
+    count_slack_errors(client)  # first of the handlers: it sees each attempt, and never retries itself
     return client
 
 
@@ -48,10 +53,35 @@ def _error_of(exc: SlackApiError) -> str:
         return f"HTTP {getattr(response, 'status_code', '?')}"
 
 
+# Every message posted in a drill's room is marked as a drill, whatever posts it. Set at start-up
+# (commands.drill.DrillRooms): channel id -> whether it is a drill's room.
+_is_drill_room: Callable[[str], bool] | None = None
+DRILL_MARK = ":construction: *DRILL*: a tabletop exercise, not a real incident."
+MARKED_METHODS = {"chat_postMessage", "chat_postEphemeral", "chat_update"}
+
+
+def mark_drill_rooms(is_drill_room: Callable[[str], bool] | None) -> None:
+    global _is_drill_room
+    _is_drill_room = is_drill_room
+
+
+def _marked_for_drills(method, kwargs: dict) -> dict:
+    """The message with the drill mark added, if it goes to a drill's room and lacks one."""
+    channel, text = kwargs.get("channel"), kwargs.get("text") or ""
+    if (_is_drill_room is None or getattr(method, "__name__", "") not in MARKED_METHODS or not channel
+            or text.startswith((":construction:", "DRILL")) or not _is_drill_room(channel)):
+        return kwargs
+    marked = {**kwargs, "text": f"[DRILL] {text}"}
+    if kwargs.get("blocks"):
+        mark = {"type": "context", "elements": [{"type": "mrkdwn", "text": DRILL_MARK}]}
+        marked["blocks"] = [mark, *kwargs["blocks"]]
+    return marked
+
+
 def call(step: str, method, **kwargs):
     """Call a WebClient method, turning Slack's refusal into SlackCallFailed naming the step."""
     try:
-        return method(**kwargs)
+        return method(**_marked_for_drills(method, kwargs))
     except SlackApiError as exc:
         raise SlackCallFailed(step, _error_of(exc)) from exc
     except OSError as exc:  # timeouts and refused connections after the retry handlers gave up

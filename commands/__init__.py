@@ -7,17 +7,21 @@ from slack_sdk import WebClient
 
 from bot.actions import ActionReminderDue
 from bot.assessment import ClockDue
+from bot import slack_io
+from bot.drills import InjectDue
 from bot.rules import RequirementDue
 from bot.runtime import Runtime
-from commands import actions, assessment, classify, declare, evidence, help, log, pins, records, roles, state, updates
+from commands import (actions, assessment, classify, declare, drill, evidence, help, log, pins, records, roles, state,
+                      updates)
 from commands.router import Router
 
-FAMILIES = (declare, roles, log, state, classify, evidence, assessment, updates, records, actions, help, pins)
+FAMILIES = (declare, roles, log, state, classify, evidence, assessment, updates, records, actions, drill, help, pins)
 
 
 def register(app: App, runtime: Runtime) -> Router:
     """Attach every listener to the Bolt app; returns the /incident router (tests read its table)."""
     router = Router(runtime)
+    slack_io.mark_drill_rooms(drill.DrillRooms(runtime))
     for family in FAMILIES:
         family.register(router, app)
     router.register(app)
@@ -30,6 +34,7 @@ def reminder_delivery(client: WebClient):
         ActionReminderDue: actions.deliver_action_reminder(client),
         RequirementDue: classify.deliver_rule_missed(client),
         ClockDue: assessment.deliver_clock_reminder(client),
+        InjectDue: drill.deliver_inject(client),
     }
     for_updates = updates.deliver_reminder(client)  # update reminders and escalations
     return lambda due: by_kind.get(type(due), for_updates)(due)

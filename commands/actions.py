@@ -6,10 +6,9 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot import actions, incidents
-from bot.actions import ActionReminderDue
 from bot.db import utcnow
 from bot.render import render
-from commands.messages import post_reminder
+from commands.messages import reminder_delivery
 from commands.parsing import ActionRequest, parse_action, parse_no_arguments
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
@@ -19,14 +18,9 @@ ACTION_REMINDER_EVENT = "warroom_action_reminder"
 PERMANENT_ERRORS = {"user_not_found", "user_disabled", "cannot_dm_bot", "account_inactive", "invalid_auth"}
 
 
-def deliver_action_reminder(client: WebClient):
-    """The ticker's delivery step for action reminders: a DM to the owner, posted once."""
-
-    def deliver(due: ActionReminderDue) -> str:
-        return post_reminder(client, due.action.owner_id, render("action_reminder.slack.j2", due=due),
-                             event_type=ACTION_REMINDER_EVENT, due=due, permanent_errors=PERMANENT_ERRORS)
-
-    return deliver
+# The ticker's delivery step for action reminders: a DM to the owner, posted once.
+deliver_action_reminder = reminder_delivery("action_reminder.slack.j2", ACTION_REMINDER_EVENT,
+                                            to=lambda due: due.action.owner_id, permanent_errors=PERMANENT_ERRORS)
 
 
 def register(router: Router, app: App) -> None:

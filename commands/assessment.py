@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 from slack_bolt import App
-from slack_sdk import WebClient
 
 from bot import assessment
-from bot.assessment import IMPACT, NOTIFICATION, ClockDue
+from bot.assessment import IMPACT, NOTIFICATION
 from bot.render import render
-from commands.messages import post_reminder
+from commands.messages import reminder_delivery
 from commands.parsing import AnswerRequest, parse_impact, parse_notify
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
 
 CLOCK_EVENT = "warroom_notification_clock"
-PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
 
 
-def deliver_clock_reminder(client: WebClient):
-    """The ticker's delivery step for a notification clock: a reminder in the room before the deadline."""
-
-    def deliver(due: ClockDue) -> str:
-        return post_reminder(client, due.channel_id, render("clock_reminder.slack.j2", due=due),
-                             event_type=CLOCK_EVENT, due=due, permanent_errors=PERMANENT_ERRORS)
-
-    return deliver
+# The ticker's delivery step for a notification clock: a reminder in the room before the deadline.
+deliver_clock_reminder = reminder_delivery("clock_reminder.slack.j2", CLOCK_EVENT)
 
 
 def register(router: Router, app: App) -> None:

@@ -8,24 +8,16 @@ from slack_sdk import WebClient
 from bot import classification
 from bot.incidents import Change
 from bot.render import render
-from bot.rules import RequirementDue
-from commands.messages import post_reminder
+from commands.messages import reminder_delivery
 from commands.parsing import parse_classify, parse_flag
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import announce_rules, post, refresh_card
 
 RULE_EVENT = "warroom_rule_missed"
-PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
 
 
-def deliver_rule_missed(client: WebClient):
-    """The ticker's delivery step for a rule requirement past its deadline: a call-out in the room."""
-
-    def deliver(due: RequirementDue) -> str:
-        return post_reminder(client, due.channel_id, render("rule_missed.slack.j2", due=due), event_type=RULE_EVENT,
-                             due=due, permanent_errors=PERMANENT_ERRORS)
-
-    return deliver
+# The ticker's delivery step for a rule requirement past its deadline: a call-out in the room.
+deliver_rule_missed = reminder_delivery("rule_missed.slack.j2", RULE_EVENT)
 
 
 def register(router: Router, app: App) -> None:

@@ -22,7 +22,7 @@ from bot.playbook import Playbook
 from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import DEFAULT_SEVERITY, DeclareRequest, human_text, parse_declare, parse_title
-from commands.router import Reply, Router, SlashRequest, database_failure, run_after_ack
+from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields, run_after_ack
 from commands.war_room import open_war_room
 
 DECLARE_VIEW = "declare_incident"
@@ -80,15 +80,15 @@ def register(router: Router, app: App) -> None:
 
     @app.view(DECLARE_VIEW)
     def handle_declare_submission(ack, body, view, client):
-        values = view["state"]["values"]
-        user_id = body["user"]["id"]
-        origin = json.loads(view.get("private_metadata") or "{}").get("origin_channel_id")
+        fields = payload_fields(lambda: _declare_form_fields(body, view))
+        if fields is None:
+            ack()
+            return
+        user_id, origin, title, severity, summary, driver, failure_mode = fields
         try:
             request = DeclareRequest(
-                title=parse_title("declare", values["title"]["title"].get("value") or ""),
-                severity=int(values["severity"]["severity"]["selected_option"]["value"]),
-                summary=human_text(values["summary"]["summary"].get("value") or "")[:SUMMARY_MAX_CHARS],
-                driver=_selected(values, "driver"), failure_mode=_selected(values, "failure_mode"),
+                title=parse_title("declare", title), severity=severity,
+                summary=human_text(summary)[:SUMMARY_MAX_CHARS], driver=driver, failure_mode=failure_mode,
             )
         except UsageError as exc:
             ack(response_action="errors", errors={"title": exc.message})
@@ -106,6 +106,16 @@ def register(router: Router, app: App) -> None:
         # A form has no response_url: failures are told privately in the channel it was opened from.
         run_after_ack(reply, client, tell=lambda text: origin and client.chat_postEphemeral(
             channel=origin, user=user_id, text=text))
+
+
+def _declare_form_fields(body: dict, view: dict) -> tuple:
+    """(user, origin channel, title, severity, summary, driver, failure mode) from a submitted form."""
+    values = view["state"]["values"]
+    return (body["user"]["id"], json.loads(view.get("private_metadata") or "{}").get("origin_channel_id"),
+            values["title"]["title"].get("value") or "",
+            int(values["severity"]["severity"]["selected_option"]["value"]),
+            values["summary"]["summary"].get("value") or "",
+            _selected(values, "driver"), _selected(values, "failure_mode"))
 
 
 def _selected(values: dict, block_id: str) -> str | None:

@@ -15,13 +15,18 @@ TIMELINE_SHOWN = 20
 
 def register(router: Router, app: App) -> None:
     runtime = router.runtime
-    recorders = {"decision": incidents.record_decision, "note": incidents.record_note}
+    recorders = {
+        "decision": lambda session, channel_id, wanted, user_id: incidents.record_decision(
+            session, channel_id, wanted.text, user_id, wanted.owner_id),
+        "note": lambda session, channel_id, wanted, user_id: incidents.record_note(
+            session, channel_id, wanted.text, user_id),
+    }
 
     def make_entry_handler(subcommand: str):
         def log_entry(request: SlashRequest) -> Reply:
             wanted = parse_entry(subcommand, request.args)
             with runtime.transaction() as session:
-                entry = recorders[subcommand](session, request.channel_id, wanted.text, request.user_id)
+                entry = recorders[subcommand](session, request.channel_id, wanted, request.user_id)
             return Reply(
                 then=lambda client: post(client, request.channel_id,
                                          render("timeline_entry_logged.slack.j2", entry=entry)),

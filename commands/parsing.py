@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 from pydantic import BaseModel
 
+from bot import redaction
 from bot.db import utcnow
 from bot.errors import UsageError
 from bot.export import FORMATS
@@ -27,7 +28,7 @@ USAGE = {
     "declare": "`/incident declare [sev1|sev2|sev3|sev4] <title>`, or `/incident declare` alone for a form",
     "role": "`/incident role <ic|scribe|comms|tech|legal|privacy> @person`",
     "roles": "`/incident roles`",
-    "decision": "`/incident decision <what was decided, and why>`",
+    "decision": "`/incident decision <what was decided, and why> [owner: @person]`",
     "note": "`/incident note <text>`",
     "sev": "`/incident sev <1-4> [reason]`, or `/incident sev` alone for what each level means",
     "status": "`/incident status <investigating|identified|contained|monitoring|resolved> [note]`; "
@@ -51,12 +52,15 @@ USAGE = {
               "`/incident action done <n> [note]` or `/incident action verified <n> <how it was verified>`",
     "actions": "`/incident actions`",
     "export": "`/incident export [md|json|csv]` (Markdown if not given)",
-    "postmortem": "`/incident postmortem`",
+    "postmortem": "`/incident postmortem` for the draft, or `/incident postmortem done [link to the final one]`",
+    "drill": "`/incident drill list`, `/incident drill start <scenario> [--speed <1-600>]`, "
+             "and in the drill's room `/incident drill next` or `/incident drill end`",
     "help": "`/incident help`",
 }
 
 FORCE_MARKER = re.compile(r"^force:", re.IGNORECASE)
-MENTION = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$")
+# A user id fits the 32-character id columns (Slack's are about 11); a longer one is no mention we can store.
+MENTION = re.compile(r"^<@([UW][A-Z0-9]{1,31})(?:\|[^>]*)?>$")
 SEVERITY_WORD = re.compile(r"^(?:sev)?-?(\d+)$", re.IGNORECASE)
 ESCAPED_LINK = re.compile(r"<([@#])([A-Z0-9]+)\|([^>]*)>|<((?:https?|mailto):[^|>]+)\|([^>]*)>")
 
@@ -76,6 +80,7 @@ class RoleRequest(BaseModel):
 
 class TextRequest(BaseModel):
     text: str
+    owner_id: str | None = None  # a decision's owner: who carries it out
 
 
 class SeverityRequest(BaseModel):
@@ -171,14 +176,44 @@ def human_text(raw: str) -> str:
         return f"{match.group(5)} ({match.group(4)})"
 
     text = ESCAPED_LINK.sub(readable, raw)
+    # NUL is dropped: PostgreSQL cannot store it in text (the command failed as an internal error),
+    # and no one means to type it.
+    text = text.replace("\x00", "")
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").strip()
+
+
+# Placeholders are as long whatever the deployment's key, so any key measures the text as stored.
+MEASURING_KEY = redaction.derive_key("warroom/parsing/measure")
+REDACTED_NOTE = " once the secrets and personal data in it are replaced by placeholders"
+
+
+def stored_length(text: str) -> int:
+    """How long `text` is as stored and shown: redacted (a placeholder is longer than a short
+    e-mail address) and escaped for mrkdwn."""
+    return len(escape_mrkdwn(redaction.redact(text, key=MEASURING_KEY).text))
+
+
+# Numbers people type end up in 32-bit INTEGER columns (PostgreSQL refused a larger one as an
+# internal error; SQLite overflowed past 64 bits), and int() refuses more than 4,300 digits.
+NUMBER_MAX_DIGITS = 9
+
+
+def small_number(digits: str) -> int | None:
+    """The number `digits` (already matched as digits) stands for, or None if it is too long to be one of ours."""
+    return int(digits) if len(digits) <= NUMBER_MAX_DIGITS else None
 
 
 def checked_text(subcommand: str, raw: str, what: str, *, required: bool) -> str:
     text = human_text(raw)
     if required and not text:
         raise usage_error(subcommand, f"The {what} is missing.")
-    if len(escape_mrkdwn(text)) > ENTRY_MAX_CHARS:
+    # Measured as stored (redacted) and posted (escaped): redaction can make a text that fits
+    # too long for its Slack section, which then failed after the ack without telling anyone.
+    measured = stored_length(text)
+    if measured > ENTRY_MAX_CHARS:
+        if measured > len(escape_mrkdwn(text)):
+            raise usage_error(subcommand, f"The {what} is too long{REDACTED_NOTE} ({measured} characters; the limit "
+                                          f"is {ENTRY_MAX_CHARS}). Shorten it, or split it into two entries.")
         raise usage_error(
             subcommand,
             f"The {what} is too long ({len(text)} characters; the limit is {ENTRY_MAX_CHARS}, "
@@ -189,9 +224,10 @@ def checked_text(subcommand: str, raw: str, what: str, *, required: bool) -> str
 
 def parse_severity(subcommand: str, word: str) -> int:
     match = SEVERITY_WORD.match(word)
-    if not match or int(match.group(1)) not in SEVERITIES:
+    severity = small_number(match.group(1)) if match else None  # int() of 4,301+ digits raised ValueError
+    if severity not in SEVERITIES:
         raise usage_error(subcommand, f"`{word}` is not a severity: use 1, 2, 3 or 4 (1 is the most severe).")
-    return int(match.group(1))
+    return severity
 
 
 def parse_title(subcommand: str, raw: str) -> str:
@@ -199,6 +235,13 @@ def parse_title(subcommand: str, raw: str) -> str:
     if len(title) > TITLE_MAX_CHARS:
         raise usage_error(
             subcommand, f"The title is {len(title)} characters; keep it to {TITLE_MAX_CHARS} or fewer."
+        )
+    # The title is stored redacted, in a 200-character column: e-mail addresses in a title that fits
+    # made it too long for PostgreSQL (an internal error). Measured the way it is stored.
+    stored = len(redaction.redact(title, key=MEASURING_KEY).text)
+    if stored > TITLE_MAX_CHARS:
+        raise usage_error(
+            subcommand, f"The title is {stored} characters{REDACTED_NOTE}; keep it to {TITLE_MAX_CHARS} or fewer."
         )
     return title
 
@@ -226,9 +269,21 @@ def parse_role(args: str) -> RoleRequest:
     return RoleRequest(role=role, user_id=match.group(1))
 
 
+# `… owner: @person` at the end of a decision names who carries it out.
+DECISION_OWNER = re.compile(r"\s*\bowner:\s*(\S+)\s*$", re.IGNORECASE)
+
+
 def parse_entry(subcommand: str, args: str) -> TextRequest:
     what = "decision" if subcommand == "decision" else "note"
-    return TextRequest(text=checked_text(subcommand, args, what, required=True))
+    owner_id = None
+    owner = DECISION_OWNER.search(args) if subcommand == "decision" else None
+    if owner:
+        mention = MENTION.match(owner.group(1))
+        if not mention:
+            raise usage_error("decision", f"`{human_text(owner.group(1))}` is not a mention: a decision's owner is "
+                                          "a person. Type @ and pick them from Slack's list.")
+        owner_id, args = mention.group(1), args[:owner.start()]
+    return TextRequest(text=checked_text(subcommand, args, what, required=True), owner_id=owner_id)
 
 
 def parse_sev(args: str) -> SeverityRequest:
@@ -258,9 +313,59 @@ def parse_status(args: str) -> StatusRequest:
     return StatusRequest(status=status, note=checked_text("status", rest, "note", required=False))
 
 
+class DrillRequest(BaseModel):
+    action: str  # list, start, next, end
+    scenario: str | None = None
+    speed: float = 1.0
+
+
+DRILL_ACTIONS = ("list", "start", "next", "end")
+SPEED_FLAG = re.compile(r"\s*--speed[= ]\s*(\S+)\s*", re.IGNORECASE)
+
+
+def parse_drill(args: str) -> DrillRequest:
+    """`list` | `start <scenario> [--speed N]` | `next` | `end`."""
+    action, _, rest = args.strip().partition(" ")
+    if not action:
+        raise usage_error("drill", "Say what to do with drills.")
+    action = parse_keyword("drill", action, DRILL_ACTIONS, not_a="a drill command", missing="")
+    rest = rest.strip()
+    if action != "start":
+        if rest:
+            raise usage_error("drill", f"`drill {action}` takes nothing more.")
+        return DrillRequest(action=action)
+    speed = 1.0
+    flag = SPEED_FLAG.search(rest)
+    if flag:
+        try:
+            speed = float(flag.group(1).rstrip("x"))
+        except ValueError:
+            raise usage_error("drill", f"`{human_text(flag.group(1))}` is not a speed; write a number, "
+                                       "like `--speed 60`.") from None
+        rest = (rest[:flag.start()] + " " + rest[flag.end():]).strip()
+    if not rest:
+        raise usage_error("drill", "Name the scenario to start (`/incident drill list` shows them).")
+    if " " in rest:
+        raise usage_error("drill", f"`{human_text(rest)}` is not one scenario name: names have no spaces "
+                                   "(`/incident drill list` shows them).")
+    return DrillRequest(action="start", scenario=rest.lower(), speed=speed)
+
+
+def parse_postmortem_done(args: str) -> str:
+    """`done [link]` after `/incident postmortem`: the finished review, and where it lives."""
+    word, _, link = args.strip().partition(" ")
+    if word.lower() != "done":
+        raise usage_error("postmortem", f"`{human_text(word)}` is not something `postmortem` does.")
+    return checked_text("postmortem", link, "link", required=False)
+
+
 def parse_no_arguments(subcommand: str, args: str) -> None:
     if args:
         raise usage_error(subcommand, f"`{subcommand}` takes no arguments.")
+
+
+# A cadence or snooze longer than this is a typo; the clock arithmetic overflowed past year 9999.
+MAX_DURATION = timedelta(days=365)
 
 
 def parse_duration_argument(subcommand: str, args: str, *, allow_off: bool) -> DurationRequest:
@@ -268,11 +373,15 @@ def parse_duration_argument(subcommand: str, args: str, *, allow_off: bool) -> D
     if allow_off and text == "off":
         return DurationRequest(duration=None)
     try:
-        return DurationRequest(duration=parse_duration(text))
-    except ValueError:
+        duration = parse_duration(text)
+    except (ValueError, OverflowError):  # OverflowError: more days than a timedelta holds
         shown = f"`{human_text(args)}` is not a duration" if text else "Give a duration"
         raise usage_error(subcommand, f"{shown}: write it like 30s, 15m, 1h or 1h30m"
                           + (", or off." if allow_off else ".")) from None
+    if duration > MAX_DURATION:  # the clock arithmetic overflowed past year 9999 (an unhandled error)
+        raise usage_error(subcommand, f"`{human_text(args)}` is longer than a year: write it like 30s, 15m, 1h "
+                                      "or 1h30m" + (", or off." if allow_off else "."))
+    return DurationRequest(duration=duration)
 
 
 VERIFY_MARKER = re.compile(r"\bverify:", re.IGNORECASE)
@@ -299,13 +408,15 @@ def parse_utc_time(subcommand: str, text: str, now: datetime | None = None) -> d
             moment = datetime.combine(now.date(), clock, tzinfo=timezone.utc)
             return moment if moment <= now else moment - timedelta(days=1)
         moment = datetime.fromisoformat(bare)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        # Inside the try: an offset at either end of the calendar (0001-01-01T00:00+01:00) has no
+        # UTC time, and OverflowError escaped as an unhandled error.
+        return moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         shown = f"`{cleaned}` is not a time" if cleaned else "The time is missing"
         raise usage_error(subcommand, f"{shown}: write it in UTC like `2026-11-23 14:05`, `14:05`, "
                                       "or with an offset like `2026-11-23T15:05+01:00`.") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
 
 
 def parse_mark(args: str) -> MarkRequest:
@@ -320,15 +431,19 @@ def parse_action(args: str) -> ActionRequest | ActionStateRequest:
         state = first.lower()
         number_word, _, text = rest.strip().partition(" ")
         match = ACTION_NUMBER.match(number_word)
-        if not match:
+        number = small_number(match.group(1)) if match else None  # a huge one failed in the database
+        if number is None:
             shown = (f"`{human_text(number_word)}` is not an action number" if number_word
                      else "Give the action's number")
             raise usage_error("action", f"{shown}: see them with `/incident actions` (A1 is 1).")
         text = checked_text("action", text, "verification evidence" if state == "verified" else "note",
                             required=state == "verified")
-        return ActionStateRequest(state=state, number=int(match.group(1)), text=text)
+        return ActionStateRequest(state=state, number=number, text=text)
     number = ACTION_NUMBER.match(first)
     if number and VERIFY_MARKER.match(rest.strip()):
+        if small_number(number.group(1)) is None:  # a huge one failed in the database
+            raise usage_error("action", f"`{human_text(first)}` is not an action number: see them with "
+                                        "`/incident actions` (A1 is 1).")
         how = checked_text("action", VERIFY_MARKER.split(rest, maxsplit=1)[1], "verification", required=True)
         return ActionStateRequest(state="verification", number=int(number.group(1)), text=how)
     owner_id = parse_mention("action", first, "owner")
@@ -402,11 +517,12 @@ def parse_contain(args: str) -> ContainRequest | ContainVerifyRequest | None:
     if first.lower() == "verified":
         number_word, _, evidence = rest.strip().partition(" ")
         match = CONTAIN_NUMBER.match(number_word)
-        if not match:
+        number = small_number(match.group(1)) if match else None  # a huge one failed in the database
+        if number is None:
             shown = f"`{human_text(number_word)}` is not a containment number" if number_word else "Give its number"
             raise usage_error("contain", f"{shown}: see them with `/incident contain` (C1 is 1).")
         evidence = checked_text("contain", evidence, "evidence that it worked", required=True)
-        return ContainVerifyRequest(number=int(match.group(1)), evidence=evidence)
+        return ContainVerifyRequest(number=number, evidence=evidence)
     action, signal, found = text, "", VERIFY_MARKER.search(text)
     if found:
         action, signal = text[:found.start()], text[found.end():]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from slack_bolt import App
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,8 @@ from commands.router import Router
 log = logging.getLogger(__name__)
 
 PIN_REACTION = "pushpin"
+# A Slack message ts: seconds, a dot, microseconds.
+MESSAGE_TS = re.compile(r"^[0-9]{1,12}\.[0-9]{1,9}$")
 
 
 def register(router: Router, app: App) -> None:
@@ -23,10 +26,16 @@ def register(router: Router, app: App) -> None:
 
     @app.event("reaction_added")
     def handle_reaction_added(body, event, client):
-        item = event.get("item") or {}
-        if event.get("reaction") != PIN_REACTION or item.get("type") != "message":
+        item = event.get("item")
+        if not isinstance(item, dict) or event.get("reaction") != PIN_REACTION or item.get("type") != "message":
             return
         channel_id, message_ts = item.get("channel"), item.get("ts")
+        # A malformed event (a channel that is not a string, a ts that is not one, no user) raised in
+        # this listener: a traceback per event, or a failing database query. It has nothing to record.
+        if not (isinstance(channel_id, str) and isinstance(message_ts, str) and MESSAGE_TS.match(message_ts)
+                and isinstance(event.get("user"), str) and event["user"]):
+            log.info("ignored a malformed reaction_added event")
+            return
         with runtime.transaction() as session:
             try:
                 incident = incidents.incident_in_channel(session, channel_id)
@@ -34,7 +43,11 @@ def register(router: Router, app: App) -> None:
                 return  # a pin anywhere else is none of our business
             if incidents.is_pinned(session, incident.id, channel_id, message_ts):
                 return  # a second pin, a retried event or a re-added reaction adds nothing
-        message = slack_io.fetch_message(client, channel_id, message_ts)
+        try:
+            message = slack_io.fetch_message(client, channel_id, message_ts)
+        except slack_io.SlackCallFailed as exc:  # e.g. the bot left the room; it raised out of the listener
+            log.warning("could not read the pinned message %s/%s: %s", channel_id, message_ts, exc)
+            return
         if message is None:
             log.info("pinned message %s/%s is gone", channel_id, message_ts)
             return

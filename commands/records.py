@@ -13,7 +13,7 @@ from bot import export, incidents, postmortem, slack_io
 from bot.db import utcnow
 from bot.render import render
 from bot.runtime import Runtime
-from commands.parsing import parse_export_format, parse_mark, parse_no_arguments
+from commands.parsing import parse_export_format, parse_mark, parse_postmortem_done
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
 
@@ -54,8 +54,8 @@ def register(router: Router, app: App) -> None:
     def file_handler(what: str):
         def handler(request: SlashRequest) -> Reply:
             fmt = parse_export_format(request.args) if what == "timeline" else "md"
-            if what == "postmortem":
-                parse_no_arguments("postmortem", request.args)
+            if what == "postmortem" and request.args:
+                return postmortem_done(request)
             with runtime.transaction() as session:
                 incident = incidents.incident_in_channel(session, request.channel_id)
             return Reply(
@@ -65,6 +65,14 @@ def register(router: Router, app: App) -> None:
                 then_failure="Could not share the file:",
             )
         return handler
+
+    def postmortem_done(request: SlashRequest) -> Reply:
+        link = parse_postmortem_done(request.args)
+        with runtime.transaction() as session:
+            entry = incidents.complete_postmortem(session, request.channel_id, link, request.user_id)
+        return Reply(then=lambda client: post(client, request.channel_id,
+                                              render("postmortem_done.slack.j2", entry=entry)),
+                     then_failure="The postmortem is marked complete, but")
 
     router.add("mark", mark)
     router.add("export", file_handler("timeline"))

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
+from bot import observability
 from bot.errors import UsageError, WarroomError
+from bot.models import Incident
 from bot.render import render
-from bot.runtime import AlreadyHandled, Runtime
+from bot.runtime import AlreadyHandled, CommitOutcomeUnknown, Runtime
 from bot.slack_io import SlackCallFailed
 from commands.parsing import USAGE, split_subcommand
 
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DATABASE_DOWN = ("Could not record this: the incident database is not answering. Nothing was saved; "
                  "try again in a moment.")
+OUTCOME_UNKNOWN = ("The incident database stopped answering while saving this, so it may or may not be recorded. "
+                   "Check `/incident timeline` before trying again.")
 ALREADY_HANDLED = "This command reached the bot twice; it was carried out once, the first time."
 INTERNAL_ERROR = ("Could not record this: the bot hit an internal error (it is in the bot's log). Nothing was saved; "
                   "try again, and tell whoever runs Warroom if it happens again.")
@@ -88,10 +94,28 @@ class Router:
             )
         return handler(request)
 
+    def _name_the_room_incident(self, channel_id: str) -> None:
+        """When the handler read no incident (a refusal, help), the log line still names the room's:
+        one indexed read, after the ack. Loading the row names it (see bot.observability)."""
+        scope = observability.current_scope()
+        if scope is None or scope.incident or scope.several_incidents:
+            return
+        try:
+            with self.runtime.sessions() as session:
+                session.scalars(select(Incident).where(Incident.channel_id == channel_id)).first()
+        except SQLAlchemyError:
+            log.debug("could not look up the incident of %s", channel_id, exc_info=True)
+
     def register(self, app: App) -> None:
         @app.command("/incident")
         def handle_incident_command(ack, command, client, respond):
-            subcommand, args = split_subcommand(command.get("text") or "")
+            started = time.perf_counter()
+            if not isinstance(command.get("user_id"), str) or not isinstance(command.get("channel_id"), str):
+                # Slack always sends both; a request without them is malformed, and nothing is done.
+                log.warning("refused a slash command without a user or channel id")
+                ack(text="This request did not say who sent it or from which channel, so nothing was done.")
+                return
+            subcommand, args = split_subcommand(str(command.get("text") or ""))
             request = SlashRequest(
                 user_id=command["user_id"],
                 channel_id=command["channel_id"],
@@ -99,21 +123,50 @@ class Router:
                 args=args,
                 trigger_id=command.get("trigger_id", ""),
             )
+            # What people type after /incident is unbounded: metrics and logs name only known subcommands.
+            label = request.subcommand if request.subcommand in self.handlers else "unknown"
+
+            def answer(outcome: str, **response) -> None:
+                ack(**response)
+                elapsed = observability.command_acked(label, outcome, started)
+                if outcome in ("refused", "already_handled", "ok"):
+                    self._name_the_room_incident(request.channel_id)
+                log.info("/incident %s: %s, acknowledged in %.0f ms", label, outcome, elapsed * 1000)
+
             try:
                 with self.runtime.handling(delivery_key(request)):
                     reply = self.dispatch(request)
             except AlreadyHandled:
-                ack(text=ALREADY_HANDLED)
+                answer("already_handled", text=ALREADY_HANDLED)
+                return
+            except CommitOutcomeUnknown:
+                log.exception("the database connection failed while committing /incident %s", label)
+                answer("outcome_unknown", text=OUTCOME_UNKNOWN)
                 return
             except WarroomError as exc:
-                ack(text=render("error.slack.j2", message=exc.message, hint=exc.hint))
+                answer("refused", text=render("error.slack.j2", message=exc.message, hint=exc.hint))
                 return
             except SQLAlchemyError as exc:
-                log.exception("database error in /incident %s", request.subcommand)
-                ack(text=database_failure(exc))
+                log.exception("database error in /incident %s", label)
+                failure = database_failure(exc)
+                answer("database_down" if failure == DATABASE_DOWN else "internal_error", text=failure)
                 return
-            ack(text=reply.text, blocks=reply.blocks)
+            except Exception:  # noqa: BLE001 - a bug is told to the person and logged, not a Slack error page
+                log.exception("internal error in /incident %s", label)
+                answer("internal_error", text=INTERNAL_ERROR)
+                return
+            answer("ok", text=reply.text, blocks=reply.blocks)
             run_after_ack(reply, client, tell=lambda text: respond(text=text))
+
+
+def payload_fields(read: Callable[[], object]):
+    """What a form submission or button click carries, as `read` takes it out of Slack's payload;
+    None (and a log line) when the payload lacks what our forms put there: a malformed request."""
+    try:
+        return read()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        log.warning("ignored an interaction without the fields our form sends (%s)", type(exc).__name__)
+        return None
 
 
 def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:

@@ -23,9 +23,9 @@ from bot.playbook import Audience
 from bot.reminders import DeliveryFailed
 from bot.render import TEMPLATES_DIR, fit_escaped, render, render_plain
 from bot.runtime import Runtime
-from commands.messages import section_blocks
+from commands.messages import ROOM_GONE_ERRORS, section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument, parse_update
-from commands.router import Reply, Router, SlashRequest, database_failure, run_after_ack
+from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields, run_after_ack
 from commands.war_room import post
 
 UPDATE_VIEW = "post_update"
@@ -34,7 +34,6 @@ DRAFT_MAX_CHARS = 3000  # Slack's limit for a plain_text_input's initial value
 DRAFT_SHOWN_CHARS = 2800  # escaped, with the heading, inside Slack's 3,000-character section
 REMINDER_EVENT = "warroom_reminder"
 # Slack errors after which retrying a reminder cannot help.
-PERMANENT_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "invalid_auth", "account_inactive"}
 
 
 def render_draft(incident, recent: list, open_roles: list[str], audience: str | None = None) -> str:
@@ -71,15 +70,17 @@ def update_modal(channel_id: str, draft: str, audience: Audience | None = None,
 
 
 def post_update(client: WebClient, runtime: Runtime, change: Change) -> None:
-    """Post a recorded update in the war room and, if one is set, the stakeholder channel."""
+    """Post a recorded update in the war room and, if one is set, the stakeholder channel (never
+    for a drill: stakeholders must not read a simulated incident as a real one)."""
     incident, entry = change.incident, change.entry
     audience = runtime.playbook.audiences.get(entry.new_value) if entry.new_value else None
-    post(client, incident.channel_id, render("update_posted.slack.j2", incident=incident, entry=entry,
-                                             stakeholders=False, audience=audience))
     stakeholders = runtime.settings.warroom_updates_channel
-    if stakeholders:
+    post(client, incident.channel_id, render("update_posted.slack.j2", incident=incident, entry=entry,
+                                             stakeholders=False, audience=audience,
+                                             held_back=bool(stakeholders and incident.is_drill)))
+    if stakeholders and not incident.is_drill:
         post(client, stakeholders, render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=True,
-                                          audience=audience),
+                                          audience=audience, held_back=False),
              step="posting to the stakeholder channel")
 
 
@@ -116,7 +117,7 @@ def deliver_reminder(client: WebClient):
                 post_once(due.remind_user_id, text, blocks, due)  # a user id as channel: the bot's DM
             return ts
         except slack_io.SlackCallFailed as exc:
-            raise DeliveryFailed(str(exc), permanent=exc.error in PERMANENT_ERRORS) from exc
+            raise DeliveryFailed(str(exc), permanent=exc.error in ROOM_GONE_ERRORS) from exc
 
     return deliver
 
@@ -158,20 +159,24 @@ def register(router: Router, app: App) -> None:
     @app.action(OPEN_UPDATE_FORM)
     def handle_open_update_form(ack, body, action, client, respond):
         ack()
+        fields = payload_fields(lambda: (body["trigger_id"], action["value"]))
+        if fields is None:
+            return
         try:
-            open_update_form(client, body["trigger_id"], action["value"])
+            open_update_form(client, *fields)
         except (slack_io.SlackCallFailed, UsageError) as exc:
             respond(text=render("error.slack.j2", message=f"Could not open the update form: {exc}", hint=""),
                     replace_original=False)
 
     @app.view(UPDATE_VIEW)
     def handle_update_submission(ack, body, view, client):
-        metadata = json.loads(view.get("private_metadata") or "{}")
-        channel_id, audience = metadata["channel_id"], metadata.get("audience")
-        user_id = body["user"]["id"]
+        fields = payload_fields(lambda: _update_form_fields(body, view))
+        if fields is None:
+            ack()
+            return
+        channel_id, audience, user_id, typed = fields
         try:
-            text = checked_text("update", view["state"]["values"]["update"]["update"].get("value") or "",
-                                 "update", required=True)
+            text = checked_text("update", typed, "update", required=True)
             change = _record_update(runtime, channel_id, text, user_id, audience)
         except UsageError as exc:
             ack(response_action="errors", errors={"update": exc.message})
@@ -183,6 +188,13 @@ def register(router: Router, app: App) -> None:
         run_after_ack(Reply(then=lambda c: post_update(c, runtime, change),
                             then_failure="The update is recorded, but"),
                       client, tell=lambda text: client.chat_postEphemeral(channel=channel_id, user=user_id, text=text))
+
+
+def _update_form_fields(body: dict, view: dict) -> tuple:
+    """(channel, audience, user, typed text) from a submitted update form."""
+    metadata = json.loads(view.get("private_metadata") or "{}")
+    return (metadata["channel_id"], metadata.get("audience"), body["user"]["id"],
+            view["state"]["values"]["update"]["update"].get("value") or "")
 
 
 def _tell_the_room(request: SlashRequest, change: Change) -> Reply:

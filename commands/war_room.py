@@ -31,7 +31,7 @@ def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -
     Each step that succeeded is remembered, so a failure part-way leaves a usable record.
     """
     channel_id, channel_name = slack_io.create_channel(
-        client, incidents.channel_name_for(incident.number, incident.title)
+        client, incidents.channel_name_for(incident.number, incident.title, incident.is_drill)
     )
     with runtime.transaction() as session:
         incident = incidents.attach_war_room(session, incident.id, channel_id, channel_name)
@@ -50,7 +50,7 @@ def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -
                                         guidance=runtime.playbook.taxonomy.failure_modes.get(incident.failure_mode)))
     announce_rules(client, channel_id, fired)
     announce_channel = runtime.settings.warroom_announce_channel
-    if announce_channel:
+    if announce_channel and not incident.is_drill:  # a drill is never announced as an incident
         post(client, announce_channel, render("announcement.slack.j2", incident=incident),
              step="announcing the incident")
     return incident

@@ -81,6 +81,30 @@ def test_sandbox_runs_the_core_loop_offline(tmp_path):
     assert "| Roll back prompt template v14 to v13 |" in draft.read_text(encoding="utf-8")
 
 
+def test_drill_run_plays_a_shipped_scenario_and_leaves_the_scorecard_and_postmortem(tmp_path):
+    env = {key: value for key, value in __import__("os").environ.items()
+           if not key.startswith(("SLACK_", "WARROOM_", "DATABASE_"))}
+    result = warroom("drill", "run", "prompt-injection-tool-misuse", "--speed", "300",
+                     "--database", str(tmp_path / "sandbox.db"), env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "/incident drill start prompt-injection-tool-misuse --speed 300" in out
+    assert "DRILL inject 1/" in out and "DRILL scorecard* for INC-1" in out
+    files = tmp_path / "warroom-sandbox-files"
+    scorecard = (files / "inc-1-drill-scorecard.md").read_text(encoding="utf-8")
+    postmortem = (files / "inc-1-postmortem.md").read_text(encoding="utf-8")
+    # The scripted team follows the answer key: every judgement scores in full.
+    for line in ("| Severity matches the key (judgement) | 20 / 20 |",
+                 "| Failure mode and driver match the key (judgement) | 15 / 15 |",
+                 "| Containment matches the key (judgement) | 15 / 15 |",
+                 "| Notification decision matches the key (judgement) | 10 / 10 |"):
+        assert line in scorecard, scorecard
+    assert "(drill)" in postmortem.splitlines()[0] and "Tabletop drill" in postmortem
+
+    unknown = warroom("drill", "run", "no-such-drill", "--database", str(tmp_path / "sandbox.db"), env=env)
+    assert unknown.returncode == 2 and "scenario 'no-such-drill' does not exist" in unknown.stderr
+
+
 def test_a_bad_playbook_stops_start_up_naming_each_bad_field(tmp_path, standin):
     playbook = tmp_path / "playbook.yaml"
     playbook.write_text("updates:\n  cadence:\n    sev1: 15x\n    sev9: 5m\n  escalation_grace: soon\n"

@@ -6,9 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 
 import pytest
+from sqlalchemy import text
 
 from bot import incidents
 from bot.errors import NotAnIncidentChannel, NothingToChange
+from bot.migrate import upgrade_to_head
 from bot.playbook import Playbook
 from tests.conftest import open_incident
 
@@ -111,3 +113,31 @@ def test_an_event_is_claimed_once(db):
         assert incidents.claim_event(session, "Ev01") is True
     with db.sessions.begin() as session:
         assert incidents.claim_event(session, "Ev01") is False
+
+
+def test_a_connection_lost_during_commit_is_reported_as_an_unknown_outcome(tmp_path):
+    """Up to COMMIT a failure means nothing was saved; during COMMIT the server may have kept the
+    work, so the caller hears CommitOutcomeUnknown instead of "nothing was saved"."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    from bot.runtime import CommitOutcomeUnknown, Runtime
+    from bot.settings import Settings
+
+    database_url = f"sqlite:///{tmp_path / 'commit.db'}"
+    upgrade_to_head(database_url)
+    runtime = Runtime.from_settings(Settings(database_url=database_url))
+
+    def lose_the_connection(session):
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+    event.listen(runtime.sessions, "before_commit", lose_the_connection)
+    with pytest.raises(CommitOutcomeUnknown):
+        with runtime.transaction() as session:
+            incidents.declare_incident(session, title="Lost at commit", severity=3, summary="",
+                                       declared_by="U0ALICE", playbook=runtime.playbook)
+    event.remove(runtime.sessions, "before_commit", lose_the_connection)
+    with pytest.raises(OperationalError):  # before COMMIT: an ordinary failure, rolled back
+        with runtime.transaction() as session:
+            session.execute(text("SELECT * FROM no_such_table"))
+    runtime.engine.dispose()

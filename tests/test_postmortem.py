@@ -280,6 +280,7 @@ def test_marks_and_actions_refuse_bad_input_and_write_nothing(slack, standin, re
         ("action done 7", "has no action A7"),
         ("action verified 1", "evidence is missing"),
         ("export pdf", "is not an export format"),
+        ("postmortem finished", "is not something `postmortem` does"),
     ):
         result = slack.command(BOB, room, text)
         assert result.status == 200 and says in result.body, (text, result.body)
@@ -294,6 +295,19 @@ def test_marks_and_actions_refuse_bad_input_and_write_nothing(slack, standin, re
     refused = slack.command(BOB, room, f"mark impact-start {late_impact:%Y-%m-%d %H:%M:%S}")
     assert "after it was detected" in refused.body
     assert database.scalar("SELECT impact_started_at FROM incident") is None
+
+
+def test_a_finished_postmortem_is_marked_once_with_its_link(slack, standin, record_env):
+    database, _, _ = record_env
+    ok(slack.command(ALICE, GENERAL, "declare sev2 Bias spike after data refresh"))
+    room = eventually(lambda: database.scalar("SELECT channel_id FROM incident"))
+    ok(slack.command(BOB, room, "postmortem done https://wiki.example.com/pm/inc-1"))
+    assert database.scalar("SELECT postmortem_completed_at FROM incident") is not None
+    [entry] = database.rows("SELECT actor_id, text, new_value FROM timeline_entry WHERE kind = 'postmortem'")
+    assert entry == {"actor_id": BOB, "text": "https://wiki.example.com/pm/inc-1", "new_value": "completed"}
+    eventually(lambda: [m for m in standin.messages(room) if "Postmortem complete" in m["text"]])
+    assert "was marked complete on" in slack.command(BOB, room, "postmortem done").body
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'postmortem'") == 1
 
 
 def test_owners_are_reminded_early_and_on_the_day_once_and_done_actions_are_not(slack, standin, record_env):

@@ -48,6 +48,8 @@ APP_ID = "A0WARROOM"
 BOT_USER_ID = "U0WARROOM"
 BOT_ID = "B0WARROOM"
 BOT_NAME = "warroom"
+# The app-level token (Settings > Basic Information > App-Level Tokens) that opens Socket Mode connections.
+APP_TOKEN = "xapp-1-A0WARROOM-1-standin"
 
 SEED_HUMANS = (
     ("U0ALICE", "alice", "Alice Adams", "Europe/London"),
@@ -96,11 +98,14 @@ REQUIRED_ARGS_STRICTER_THAN_SPEC: dict[str, list[str]] = {
 # Methods Slack published after the spec was frozen; known, so a call gets
 # ``not_implemented_in_standin`` rather than a misleading ``unknown_method``.
 METHODS_NEWER_THAN_SPEC: dict[str, list[str]] = {
+    "apps.connections.open": [],  # Socket Mode (2021): missing from the spec file
     "files.completeUploadExternal": ["files"],
     "files.getUploadURLExternal": ["filename", "length"],
 }
 # Slack answers these without any token (api.test is its liveness probe).
 METHODS_WITHOUT_TOKEN = frozenset({"api.test"})
+# Methods that take the app-level token (xapp-) and no other; every other method refuses it.
+METHODS_WITH_APP_TOKEN = frozenset({"apps.connections.open"})
 # Slack names a missing argument's error after what it could not find.
 MISSING_ARG_ERROR_BY_METHOD = {
     ("conversations.create", "name"): "invalid_name_required",
@@ -299,8 +304,14 @@ class SlackStandIn:
     # A class attribute so a test can shorten it instead of sleeping.
     TRIGGER_TTL_SECONDS = 3.0
 
-    def __init__(self, bot_token: str = "xoxb-standin", host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, bot_token: str = "xoxb-standin", host: str = "127.0.0.1", port: int = 0,
+                 app_token: str = APP_TOKEN):
+        from .socket_mode import SocketModeServer
+
         self.bot_token = bot_token
+        self.app_token = app_token
+        # Socket Mode's websocket end: apps.connections.open hands out its URLs.
+        self.socket_mode = SocketModeServer(self, host)
         self._host = host
         self._port = port
         self._server: ThreadingHTTPServer | None = None
@@ -322,9 +333,11 @@ class SlackStandIn:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="slack-standin", daemon=True)
         self._thread.start()
+        self.socket_mode.start()
         return self
 
     def stop(self) -> None:
+        self.socket_mode.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -769,8 +782,11 @@ class SlackStandIn:
             if method not in METHODS_WITHOUT_TOKEN:
                 if not token:
                     raise SlackRefusal("not_authed")
-                if token != self.bot_token:
-                    raise SlackRefusal("invalid_auth")
+                if method in METHODS_WITH_APP_TOKEN:
+                    if token != self.app_token:
+                        raise SlackRefusal("not_allowed_token_type" if token == self.bot_token else "invalid_auth")
+                elif token != self.bot_token:
+                    raise SlackRefusal("not_allowed_token_type" if token == self.app_token else "invalid_auth")
             for name in self._methods[method]:
                 if not _text_arg(args, name) and not isinstance(args.get(name), (list, dict)):
                     error = MISSING_ARG_ERROR_BY_METHOD.get((method, name)) or MISSING_ARG_ERROR.get(name)
@@ -1103,6 +1119,11 @@ class SlackStandIn:
         if error := _text_arg(args, "error"):
             raise SlackRefusal(error, args=args)
         return {"args": args}
+
+    @_implements("apps.connections.open")
+    def _apps_connections_open(self, args: dict) -> dict:
+        """A single-use Socket Mode websocket URL (see socket_mode.py)."""
+        return {"url": self.socket_mode.issue_url()}
 
     @_implements("auth.test")
     def _auth_test(self, args: dict) -> dict:

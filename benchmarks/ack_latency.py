@@ -1,0 +1,413 @@
+"""Benchmark: how fast `warroom serve` acknowledges slash commands, next to a bare Bolt app.
+
+Starts the Slack stand-in (inside this process, so Slack's side competes for the same CPU), a bare
+Bolt app that only calls `ack()` (this file with `--serve-bare`: a child process built like the bot's
+app, with the same signing secret, token check and ack mode, served by waitress with 16 threads
+through the same `SlackRequestHandler`), and, per backend, a fresh database (SQLite
+file or a throwaway PostgreSQL database) holding one declared incident with its war room, and a real
+`warroom serve` process. Then, for 1, 8 and 32 concurrent clients (threads, each with its own
+keep-alive `requests.Session`, sending back to back), it sends signed `/incident decision` and
+`/incident note` commands from the war room, alternating, each with its own trigger id, first to the
+bare app and then to the bot (a warm-up of the same shape is not measured). Latency is the time
+until the HTTP response (the ack) arrives; the bot's after-ack Slack work (posting the entry into
+the war room on the stand-in) is real load and is kept, and the script waits for it to finish
+before the next cell. After each bot cell it checks that every command is in the timeline and was
+posted into the channel.
+
+Prints a Markdown table (p50/p99/max ack latency and throughput) and whether the issue's targets
+held: p99 within 2x of the bare app at 8 clients, and no request near Slack's 3 s at 32 clients.
+On Linux it also prints how much CPU other processes on the machine used while measuring: the
+figures mean something only on an otherwise idle machine.
+Exits non-zero on errors (a request not answered 200, a command missing from the timeline or the
+channel), never because a target was missed. Run:
+
+    .venv/bin/python -m benchmarks.ack_latency
+    .venv/bin/python -m benchmarks.ack_latency --backends sqlite --clients 8 --requests 800
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from itertools import count
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlencode
+
+import requests
+
+from benchmarks.reminder_lateness import percentile
+from bot.server import EVENTS_PATH
+from bot.slack_standin.server import APP_ID, BOT_USER_ID, TEAM_DOMAIN, TEAM_ID, SlackStandIn
+from bot.slack_standin.simulator import FORM, SLACK_ACK_TIMEOUT_SECONDS, SLACK_USER_AGENT, sign
+from bot.migrate import upgrade_to_head
+from bot.playbook import load_playbook
+from tests.conftest import (BOT_TOKEN, REPO_ROOT, SIGNING_SECRET, BotProcess, Database, _create_database,
+                            bot_environment, free_port, open_incident)
+
+USER_ID, USER_NAME = "U0ALICE", "alice"
+VERIFICATION_TOKEN = "standin-verification-token"
+WAITRESS_THREADS = 16  # what `warroom serve` uses (bot.server.serve_http)
+CLIENT_TIMEOUT = 15.0  # far past Slack's 3 s, so a slow ack is measured rather than cut off
+TEXTS = {
+    "decision": "Roll back prompt template v14 to v13: the retrieval filter dropped the refund-policy index",
+    "note": "Customer ticket #4411: the bot promised a 90-day refund we don't offer (東京 tenant)",
+}
+
+
+# ------------------------------------------------------------------ the bare Bolt app (child process)
+def serve_bare(port: int) -> None:
+    """A Bolt app built like the bot's (same signing secret, token check, ack mode) whose only
+    listener acks `/incident`, served by waitress like `warroom serve`."""
+    from slack_bolt import App
+    from slack_bolt.adapter.wsgi import SlackRequestHandler
+    from waitress import serve
+
+    from bot.slack_io import make_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = App(client=make_client(os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_API_URL"]),
+              signing_secret=os.environ["SLACK_SIGNING_SECRET"], process_before_response=False,
+              token_verification_enabled=True, raise_error_for_unhandled_request=False)
+
+    @app.command("/incident")
+    def only_ack(ack):
+        ack()
+
+    slack_handler = SlackRequestHandler(app, path=EVENTS_PATH)
+
+    def wsgi_app(environ, start_response):
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "11")])
+            return [b'{"ok":true}']
+        return slack_handler(environ, start_response)
+
+    try:
+        serve(wsgi_app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS, ident="bare-bolt")
+    except KeyboardInterrupt:
+        pass
+
+
+class BareBoltProcess(BotProcess):
+    """The bare app as a child process, started and stopped like `warroom serve`."""
+
+    def __init__(self, env: dict, port: int, log_path: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.ack_latency", "--serve-bare", "--port", str(port)],
+            env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+
+# ------------------------------------------------------------------------------------ the load
+@dataclass
+class Run:
+    """What the clients saw for one server in one cell."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    problems: list[str] = field(default_factory=list)
+    wall: float = 0.0
+    other_cores: float | None = None  # CPU other processes on the machine used meanwhile
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 0.99)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.wall
+
+
+class Commands:
+    """Slack-shaped `/incident decision|note` form bodies from one channel, each with a new trigger."""
+
+    def __init__(self, standin: SlackStandIn, channel_id: str, channel_name: str):
+        self.standin, self.channel_id, self.channel_name = standin, channel_id, channel_name
+        self._numbers = count(1)
+
+    def bodies(self, how_many: int) -> list[str]:
+        bodies = []
+        for _ in range(how_many):
+            n = next(self._numbers)
+            subcommand = "decision" if n % 2 else "note"
+            token = self.standin.issue_response_url(USER_ID, self.channel_id)
+            bodies.append(urlencode({
+                "token": VERIFICATION_TOKEN, "team_id": TEAM_ID, "team_domain": TEAM_DOMAIN,
+                "channel_id": self.channel_id, "channel_name": self.channel_name,
+                "user_id": USER_ID, "user_name": USER_NAME, "command": "/incident",
+                "text": f"{subcommand} {TEXTS[subcommand]} (#{n})", "api_app_id": APP_ID,
+                "is_enterprise_install": "false", "response_url": self.standin.response_url(token),
+                "trigger_id": self.standin.issue_trigger(USER_ID),
+            }))
+        return bodies
+
+
+def send(url: str, bodies: list[str], clients: int) -> Run:
+    """`clients` threads with their own keep-alive session share `bodies`, each sending back to back."""
+    run = Run()
+    lock = threading.Lock()
+    start = threading.Barrier(clients + 1)
+
+    def client(mine: list[str]) -> None:
+        latencies, failures, problems = [], 0, []
+        with requests.Session() as session:
+            start.wait()
+            for body in mine:
+                timestamp = str(int(time.time()))
+                headers = {"Content-Type": FORM, "User-Agent": SLACK_USER_AGENT,
+                           "X-Slack-Request-Timestamp": timestamp,
+                           "X-Slack-Signature": sign(SIGNING_SECRET, timestamp, body)}
+                began = time.perf_counter()
+                try:
+                    response = session.post(url, data=body.encode(), headers=headers, timeout=CLIENT_TIMEOUT)
+                    latencies.append(time.perf_counter() - began)
+                    # A decision or note is acked with an empty body; text means the bot refused it.
+                    if response.status_code != 200 or response.text:
+                        failures += 1
+                        problems.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                except requests.RequestException as exc:
+                    latencies.append(time.perf_counter() - began)
+                    failures += 1
+                    problems.append(type(exc).__name__)
+        with lock:
+            run.latencies += latencies
+            run.failures += failures
+            run.problems += problems
+
+    threads = [threading.Thread(target=client, args=(bodies[i::clients],), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    run.wall = time.perf_counter() - began
+    return run
+
+
+# ----------------------------------------------------------------------------------- the bench
+@dataclass
+class Cell:
+    backend: str
+    clients: int
+    bare: Run
+    bot: Run
+
+    @property
+    def failures(self) -> int:
+        return self.bare.failures + self.bot.failures
+
+
+def _process_cpu(pid: int | str) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(pids: list[int]) -> tuple[float, float] | None:
+    """(CPU seconds the machine has been busy, of which this benchmark's: itself, its servers, PostgreSQL),
+    from /proc (None elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+        ours = sum(_process_cpu(pid) for pid in pids)
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and open(f"/proc/{entry}/comm").read().strip() == "postgres":
+                    ours += _process_cpu(entry)
+            except OSError:
+                pass  # a backend that just ended
+        return busy, ours
+    except OSError:
+        return None
+
+
+def measure(url: str, commands: Commands, clients: int, requests_: int, warmup: int, standin,
+            pids: list[int]) -> Run:
+    send(f"{url}{EVENTS_PATH}", commands.bodies(warmup), clients)
+    standin.wait_until_quiet()
+    bodies = commands.bodies(requests_)
+    before = cpu_snapshot(pids)
+    run = send(f"{url}{EVENTS_PATH}", bodies, clients)
+    after = cpu_snapshot(pids)
+    if before and after:
+        run.other_cores = max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / run.wall
+    standin.wait_until_quiet(timeout=60)
+    return run
+
+
+def bot_work_done(database, standin, incident_id: int, channel_id: str) -> tuple[int, int]:
+    """How many decisions and notes are in the timeline, and how many the bot posted into the war room."""
+    entries = database.scalar("SELECT count(*) FROM timeline_entry WHERE incident_id = :i AND kind IN "
+                              "('decision', 'note')", i=incident_id)
+    posts = sum(1 for message in standin.messages(channel_id) if message["user"] == BOT_USER_ID)
+    return entries, posts
+
+
+@contextmanager
+def throwaway_database(backend: str, tmp: Path) -> Iterator[Database]:
+    """Like tests.conftest.fresh_database, but an interrupted migration drops the database too."""
+    url, drop = _create_database(backend, tmp)
+    database = None
+    try:
+        upgrade_to_head(url)
+        database = Database(backend, url)
+        yield database
+    finally:
+        if database is not None:
+            database.engine.dispose()
+        drop()
+
+
+def run_backend(backend: str, standin: SlackStandIn, bare: BareBoltProcess, plan: list[tuple[int, int]],
+                warmup: int, tmp: Path) -> list[Cell]:
+    cells = []
+    tmp.mkdir(parents=True, exist_ok=True)
+    with throwaway_database(backend, tmp) as database:
+        channel = standin.create_channel(f"inc-bench-{backend}", [USER_ID, BOT_USER_ID])
+        incident = open_incident(database, load_playbook(None), title=f"ack latency benchmark on {backend}",
+                                 severity=1, channel=channel["id"])
+        bot = BotProcess(bot_environment(database.url, standin), free_port(), tmp / f"bot-{backend}.log")
+        try:
+            bot.wait_healthy()
+            bot_commands = Commands(standin, channel["id"], channel["name"])
+            bare_commands = Commands(standin, channel["id"], channel["name"])
+            pids = [os.getpid(), bare.process.pid, bot.process.pid]
+            for clients, requests_ in plan:
+                bare_run = measure(bare.url, bare_commands, clients, requests_, warmup, standin, pids)
+                entries, posts = bot_work_done(database, standin, incident.id, channel["id"])
+                bot_run = measure(bot.url, bot_commands, clients, requests_, warmup, standin, pids)
+                # Each command acked is in the timeline and was posted; a refused one is already a failure.
+                expected = warmup + requests_ - bot_run.failures
+                entries_after, posts_after = bot_work_done(database, standin, incident.id, channel["id"])
+                for what, done in (("timeline entries", entries_after - entries),
+                                   ("posts in the war room", posts_after - posts)):
+                    if done != expected:
+                        bot_run.problems.append(f"{done} new {what} for {expected} commands acked")
+                bot_run.failures += max(0, expected - (entries_after - entries), expected - (posts_after - posts))
+                cells.append(Cell(backend, clients, bare_run, bot_run))
+                print(f"  {backend:<10} {clients:>2} clients: bare p99 {bare_run.p99 * 1000:.1f} ms, "
+                      f"bot p99 {bot_run.p99 * 1000:.1f} ms", file=sys.stderr, flush=True)
+        finally:
+            bot.stop()
+    return cells
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def report(cells: list[Cell]) -> None:
+    print("| backend | clients | bare p50 | bare p99 | bot p50 | bot p99 | p99 ratio | bot max | bot req/s "
+          "| bare req/s | failures |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in cells:
+        print(f"| {c.backend} | {c.clients} | {ms(c.bare.p50)} | {ms(c.bare.p99)} | {ms(c.bot.p50)} | "
+              f"{ms(c.bot.p99)} | {c.bot.p99 / c.bare.p99:.2f} | {ms(max(c.bot.latencies))} | "
+              f"{c.bot.rate:.0f} | {c.bare.rate:.0f} | {c.failures} |")
+    print()
+    for backend in dict.fromkeys(c.backend for c in cells):
+        at8 = [c for c in cells if c.backend == backend and c.clients == 8]
+        at32 = [c for c in cells if c.backend == backend and c.clients == 32]
+        if at8:
+            held = at8[0].bot.p99 <= 2 * at8[0].bare.p99
+            print(f"{backend}: p99 within 2x of bare at 8 clients: {'yes' if held else 'no'} "
+                  f"({at8[0].bot.p99 / at8[0].bare.p99:.2f}x)")
+        if at32:
+            worst = max(at32[0].bot.latencies)
+            print(f"{backend}: max under {SLACK_ACK_TIMEOUT_SECONDS:.0f} s at 32 clients: "
+                  f"{'yes' if worst < SLACK_ACK_TIMEOUT_SECONDS else 'no'} "
+                  f"(max {ms(worst)}, {worst / SLACK_ACK_TIMEOUT_SECONDS:.0%} of Slack's 3 s)")
+    others = [(c, server, run.other_cores) for c in cells for server, run in (("bare", c.bare), ("bot", c.bot))
+              if run.other_cores is not None]
+    if others:
+        busiest = max(others, key=lambda other: other[2])
+        print(f"CPU other processes on the machine used while measuring: up to {busiest[2]:.2f} of "
+              f"{os.cpu_count()} cores ({busiest[0].backend}, {busiest[0].clients} clients, {busiest[1]})")
+        if busiest[2] > 0.2:
+            print("  the machine was not idle: " + ", ".join(
+                f"{c.backend}/{c.clients}/{server} {cores:.2f}" for c, server, cores in others if cores > 0.2)
+                + " cores; those figures are pessimistic")
+    for c in cells:
+        for server, run in (("bare", c.bare), ("bot", c.bot)):
+            if run.problems:
+                shown = "; ".join(dict.fromkeys(run.problems))
+                print(f"{c.backend}, {c.clients} clients, {server}: {run.failures} failed: {shown[:500]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql")
+    parser.add_argument("--clients", default="1,8,32", help="comma-separated concurrent client counts")
+    parser.add_argument("--requests", default="500,2000,2000",
+                        help="measured requests per cell and server: one number, or one per --clients entry")
+    parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests before each measurement")
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(args.port)
+        return 0
+
+    backends = [b for b in args.backends.split(",") if b]
+    if unknown := set(backends) - {"sqlite", "postgresql"}:
+        parser.error(f"unknown backend {', '.join(sorted(unknown))}")
+    clients = [int(c) for c in args.clients.split(",") if c]
+    requests_ = [int(r) for r in args.requests.split(",") if r]
+    if len(requests_) == 1:
+        requests_ *= len(clients)
+    if len(requests_) != len(clients):
+        parser.error("--requests takes one number, or one per --clients entry")
+    plan = list(zip(clients, requests_))
+
+    # Ctrl-C (even when started in the background) and SIGTERM unwind, so the servers stop and the
+    # PostgreSQL database is dropped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    began = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="warroom-ack-bench-"))
+    print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()}); Python "
+          f"{platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in
+                                                       ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy")))
+    print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; logs in {tmp}", flush=True)
+    cells: list[Cell] = []
+    standin = SlackStandIn(bot_token=BOT_TOKEN).start()
+    bare = None
+    try:
+        bare = BareBoltProcess(bot_environment("sqlite://", standin), free_port(), tmp / "bare-bolt.log")
+        bare.wait_healthy()
+        for backend in backends:
+            cells += run_backend(backend, standin, bare, plan, args.warmup, tmp / backend)
+    finally:
+        if bare is not None:
+            bare.stop()
+        standin.stop()
+    print()
+    report(cells)
+    print(f"\ntotal run time {time.monotonic() - began:.0f} s")
+    return 1 if any(c.failures for c in cells) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
