@@ -33,7 +33,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,7 +53,7 @@ from bot.slack_standin.server import APP_ID, BOT_USER_ID, TEAM_DOMAIN, TEAM_ID, 
 from bot.slack_standin.simulator import FORM, SLACK_ACK_TIMEOUT_SECONDS, SLACK_USER_AGENT, sign
 from bot.migrate import upgrade_to_head
 from bot.playbook import load_playbook
-from tests.conftest import (BOT_TOKEN, REPO_ROOT, SIGNING_SECRET, BotProcess, Database, _create_database,
+from tests.conftest import (BOT_TOKEN, SIGNING_SECRET, BotProcess, Database, _create_database,
                             bot_environment, free_port, open_incident)
 
 USER_ID, USER_NAME = "U0ALICE", "alice"
@@ -98,20 +97,6 @@ def serve_bare(port: int) -> None:
         serve(wsgi_app, host="127.0.0.1", port=port, threads=WAITRESS_THREADS, ident="bare-bolt")
     except KeyboardInterrupt:
         pass
-
-
-class BareBoltProcess(BotProcess):
-    """The bare app as a child process, started and stopped like `warroom serve`."""
-
-    def __init__(self, env: dict, port: int, log_path: Path):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.ack_latency", "--serve-bare", "--port", str(port)],
-            env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-        )
 
 
 # ------------------------------------------------------------------------------------ the load
@@ -280,12 +265,14 @@ def throwaway_database(backend: str, tmp: Path) -> Iterator[Database]:
         drop()
 
 
-def run_backend(backend: str, standin: SlackStandIn, bare: BareBoltProcess, plan: list[tuple[int, int]],
+def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, plan: list[tuple[int, int]],
                 warmup: int, tmp: Path) -> list[Cell]:
     cells = []
     tmp.mkdir(parents=True, exist_ok=True)
     with throwaway_database(backend, tmp) as database:
         channel = standin.create_channel(f"inc-bench-{backend}", [USER_ID, BOT_USER_ID])
+        if backend == "postgresql":
+            print(f"PostgreSQL server {database.scalar('SHOW server_version')}", flush=True)
         incident = open_incident(database, load_playbook(None), title=f"ack latency benchmark on {backend}",
                                  severity=1, channel=channel["id"])
         bot = BotProcess(bot_environment(database.url, standin), free_port(), tmp / f"bot-{backend}.log")
@@ -389,13 +376,15 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="warroom-ack-bench-"))
     print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()}); Python "
           f"{platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in
-                                                       ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy")))
+                                                       ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy", "psycopg")))
     print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; logs in {tmp}", flush=True)
     cells: list[Cell] = []
     standin = SlackStandIn(bot_token=BOT_TOKEN).start()
     bare = None
     try:
-        bare = BareBoltProcess(bot_environment("sqlite://", standin), free_port(), tmp / "bare-bolt.log")
+        # The bare app as a child process, started and stopped like `warroom serve`.
+        bare = BotProcess(bot_environment("sqlite://", standin), free_port(), tmp / "bare-bolt.log",
+                          "benchmarks.ack_latency", "--serve-bare")
         bare.wait_healthy()
         for backend in backends:
             cells += run_backend(backend, standin, bare, plan, args.warmup, tmp / backend)

@@ -31,6 +31,18 @@ class AlreadyHandled(Exception):
     """This delivery was handled before (same trigger): nothing was done again."""
 
 
+class DeliveryInProgress(Exception):
+    """Another copy of this delivery is being handled in a transaction not yet committed."""
+
+
+# PostgreSQL's SQLSTATE for a lock waited on longer than lock_timeout (see bot.db.make_engine).
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+def is_lock_timeout(exc: OperationalError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -68,7 +80,13 @@ class Runtime:
                 key = _delivery.get()
                 if key:
                     _delivery.set(None)  # once per delivery: later transactions of it are its own work
-                    if not claim_event(session, key):
+                    try:
+                        claimed = claim_event(session, key)
+                    except OperationalError as exc:
+                        if is_lock_timeout(exc):
+                            raise DeliveryInProgress(key) from exc
+                        raise
+                    if not claimed:
                         raise AlreadyHandled(key)
                 yield session
                 # Everything is sent before COMMIT, so a failure up to here means nothing was saved.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from urllib.parse import parse_qsl
 
 from slack_bolt import App
@@ -24,6 +25,7 @@ from bot.scheduler import Ticker
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
+ASCII_DIGITS = re.compile(r"[0-9]+")
 METRICS_PATH = "/metrics"
 # Bolt's default number of listener threads, kept.
 LISTENER_THREADS = 5
@@ -63,7 +65,8 @@ def make_bolt_app(runtime: Runtime) -> App:
     settings = runtime.settings
     observability.track_incidents()
     app = ObservedApp(
-        client=slack_io.make_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url),
+        client=slack_io.make_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url,
+                                    settings.slack_api_timeout),
         signing_secret=settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None,
         # Listeners run after the HTTP response; each one acks itself once its write is committed.
         process_before_response=False,
@@ -98,7 +101,13 @@ def _signed_by_slack(verifier: SignatureVerifier, body: bytes, environ) -> bool:
     it contains (Bolt parses first, and a timestamp that is not a number made it raise)."""
     timestamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")
     signature = environ.get("HTTP_X_SLACK_SIGNATURE", "")
-    return timestamp.isdigit() and verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
+    if not ASCII_DIGITS.fullmatch(timestamp):  # str.isdigit() also takes '²', which int() refuses
+        return False
+    try:
+        text = body.decode("utf-8")  # Slack sends UTF-8; the verifier would decode and raise
+    except UnicodeDecodeError:
+        return False
+    return verifier.is_valid(body=text, timestamp=timestamp, signature=signature)
 
 
 def _plain(start_response, status: str, text: str) -> list[bytes]:

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = SLACK_API_URL
+    # Seconds a Slack Web API call may take before it is given up and retried (twice).
+    slack_api_timeout: float = Field(default=10.0, gt=0, le=60)
     database_url: str = "sqlite:///warroom.db"
     warroom_host: str = "127.0.0.1"
     warroom_port: int = Field(default=3000, ge=1, le=65535)

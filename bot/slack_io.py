@@ -30,10 +30,10 @@ class SlackCallFailed(Exception):
         self.error = error
 
 
-def make_client(token: str, base_url: str) -> WebClient:
+def make_client(token: str, base_url: str, timeout: float = 10.0) -> WebClient:
     """A WebClient that waits out 429s (honouring Retry-After) and retries 5xx and dropped connections,
     counting every error response, retried or not, in warroom_slack_api_errors_total."""
-    client = WebClient(token=token, base_url=base_url, timeout=10)
+    client = WebClient(token=token, base_url=base_url, timeout=timeout)
     client.retry_handlers.extend(
         [
             RateLimitErrorRetryHandler(max_retry_count=3),

@@ -17,18 +17,23 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot import observability
 from bot.errors import UsageError, WarroomError
 from bot.models import Incident
 from bot.render import render
-from bot.runtime import AlreadyHandled, CommitOutcomeUnknown, Runtime
+from bot.runtime import AlreadyHandled, CommitOutcomeUnknown, DeliveryInProgress, Runtime, is_lock_timeout
 from bot.slack_io import SlackCallFailed
 from commands.parsing import USAGE, split_subcommand
 
 log = logging.getLogger(__name__)
 
 DATABASE_DOWN = ("Could not record this: the incident database is not answering. Nothing was saved; "
+                 "try again in a moment.")
+IN_PROGRESS = ("This command reached the bot twice and the first copy is still being carried out; it will show "
+               "in the room when it is done. If it does not appear within a minute, run it again.")
+DATABASE_BUSY = ("Could not record this: the incident database is busy with other commands. Nothing was saved; "
                  "try again in a moment.")
 OUTCOME_UNKNOWN = ("The incident database stopped answering while saving this, so it may or may not be recorded. "
                    "Check `/incident timeline` before trying again.")
@@ -45,7 +50,9 @@ def delivery_key(request: SlashRequest) -> str | None:
 
 
 def database_failure(exc: SQLAlchemyError) -> str:
-    """What to tell a person whose command the database refused: it is down, or it is our bug."""
+    """What to tell a person whose command the database refused: it is busy, down, or our bug."""
+    if isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and is_lock_timeout(exc)):
+        return DATABASE_BUSY  # a lock or the connection pool waited longer than Slack would
     if isinstance(exc, (OperationalError, InterfaceError)):
         return DATABASE_DOWN
     return INTERNAL_ERROR
@@ -139,6 +146,9 @@ class Router:
             except AlreadyHandled:
                 answer("already_handled", text=ALREADY_HANDLED)
                 return
+            except DeliveryInProgress:
+                answer("in_progress", text=IN_PROGRESS)
+                return
             except CommitOutcomeUnknown:
                 log.exception("the database connection failed while committing /incident %s", label)
                 answer("outcome_unknown", text=OUTCOME_UNKNOWN)
@@ -149,7 +159,8 @@ class Router:
             except SQLAlchemyError as exc:
                 log.exception("database error in /incident %s", label)
                 failure = database_failure(exc)
-                answer("database_down" if failure == DATABASE_DOWN else "internal_error", text=failure)
+                outcome = {DATABASE_DOWN: "database_down", DATABASE_BUSY: "busy"}.get(failure, "internal_error")
+                answer(outcome, text=failure)
                 return
             except Exception:  # noqa: BLE001 - a bug is told to the person and logged, not a Slack error page
                 log.exception("internal error in /incident %s", label)

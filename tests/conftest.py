@@ -148,13 +148,14 @@ def bot_environment(database_url: str, standin, **extra) -> dict:
 class BotProcess:
     """`warroom serve` as a child process, the way it runs in production."""
 
-    def __init__(self, env: dict, port: int, log_path: Path):
+    def __init__(self, env: dict, port: int, log_path: Path, module: str = "bot.cli", *args: str):
+        """`python -m <module> serve --port <port>` (or `<module> <args> --port <port>`)."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", module, *(args or ("serve",)), "--port", str(port)],
             env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

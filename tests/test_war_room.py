@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import clean_slack, eventually, start_bot
 
 ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
 GENERAL, INCIDENTS = "C0GENERAL", "C0INCIDENTS"
@@ -341,3 +341,53 @@ def test_concurrent_duplicates_of_one_declaration_declare_once(slack, standin, d
     assert sum("carried out once" in said(result) for result in results) == 3
     assert database.scalar("SELECT count(*) FROM incident") == 1
     eventually(lambda: standin.channel("inc-1-drift-in-ranking"))
+
+
+def test_a_command_waiting_on_a_stalled_transaction_is_answered_in_time_and_writes_nothing(slack, standin, database):
+    """Another transaction (a replica stalled mid-command) holds the incident's row lock: a change
+    waits at most 2 s for it, then is told the incident is busy, within Slack's 3 s."""
+    from sqlalchemy import text
+
+    from commands.router import DATABASE_BUSY
+
+    if database.backend != "postgresql":
+        pytest.skip("SQLite serialises writers with its busy timeout; lock_timeout is PostgreSQL's")
+    channel = declare(slack, standin)["id"]
+    with database.engine.connect() as stalled:
+        stalled.begin()
+        stalled.execute(text("SELECT id FROM incident WHERE channel_id = :c FOR UPDATE"), {"c": channel})
+        started = time.monotonic()
+        result = slack.command(ALICE, channel, "sev 2 waiting on a lock")
+        waited = time.monotonic() - started
+        stalled.rollback()
+    assert result.status == 200 and result.body == DATABASE_BUSY and waited < 3
+    assert database.scalar("SELECT severity FROM incident") == 1
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'severity'") == 0
+
+
+def test_a_post_that_keeps_failing_or_times_out_is_reported_to_the_person(database, standin, tmp_path):
+    """Slack answers 500 to every attempt, or answers too slowly: the client retries, then gives up,
+    and the person is told their entry is recorded but did not reach the room. Never dropped silently."""
+    bot = start_bot(database, standin, tmp_path, name="slow-slack-bot", SLACK_API_TIMEOUT="0.5")
+    try:
+        with clean_slack(bot, database, standin) as slack:
+            channel = declare(slack, standin)["id"]
+            standin.wait_until_quiet()  # the room's opening posts are done
+            standin.fail_next("chat.postMessage", status=500, times=3)  # the first try and both retries
+            assert slack.command(ALICE, channel, "decision Freeze prompt and config changes").status == 200
+            told = eventually(lambda: [r["payload"]["text"] for r in standin.responses()
+                                       if "posting to the war room failed" in r["payload"].get("text", "")], timeout=10)
+            assert "The decision is in the timeline, but posting to the war room failed: fatal_error" in told[0]
+            assert [c["http_status"] for c in standin.calls("chat.postMessage")][-3:] == [500, 500, 500]
+
+            standin.delay("chat.postMessage", 2.0)  # longer than the client's 0.5 s, on every attempt
+            assert slack.command(ALICE, channel, "note Slack is slow today").status == 200
+            told = eventually(lambda: [r["payload"]["text"] for r in standin.responses()
+                                       if "posting to the war room failed" in r["payload"].get("text", "")][1:],
+                              timeout=15)
+            assert "The note is in the timeline, but posting to the war room failed" in told[0]
+            standin.delay("chat.postMessage", 0)
+            kinds = database.rows("SELECT kind, text FROM timeline_entry WHERE kind IN ('decision', 'note')")
+            assert [row["kind"] for row in kinds] == ["decision", "note"]
+    finally:
+        bot.stop()
