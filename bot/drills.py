@@ -280,8 +280,13 @@ def score(session: Session, incident: Incident, drill: Drill, scenario: Scenario
 
     # Judgement: 60 of 100.
     severity_off = abs(incident.severity - expected.severity)
-    item("severity", "Severity matches the key", 20 if severity_off == 0 else 8 if severity_off == 1 else 0, 20,
-         f"SEV{incident.severity}, key SEV{expected.severity}", judgement=True)
+    # The opening SEV4 is nobody's judgement: a room that never set a severity earns nothing for it
+    # (unless the key is the opening severity itself).
+    judged = severity_set is not None or expected.severity == START_SEVERITY
+    item("severity", "Severity matches the key",
+         0 if not judged else 20 if severity_off == 0 else 8 if severity_off == 1 else 0, 20,
+         f"SEV{incident.severity}" + ("" if severity_set else " (the opening severity, never set)")
+         + f", key SEV{expected.severity}", judgement=True)
     mode_right = incident.failure_mode == expected.failure_mode
     driver_right = incident.driver == expected.driver
     item("classification", "Failure mode and driver match the key", 10 * mode_right + 5 * driver_right, 15,

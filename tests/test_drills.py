@@ -244,6 +244,8 @@ def test_a_drill_ends_once_and_then_releases_nothing(slack, standin, drill_env):
     database, _ = drill_env
     room = start(slack, standin, database, speed=60)
     run(slack, room, "drill end")
+    # A room that did nothing scores nothing: the opening SEV4 earns no severity points.
+    assert database.scalar("SELECT score FROM drill") == 0
     entries = database.scalar("SELECT count(*) FROM timeline_entry")
     assert "already ended" in ack(slack.command(BOB, room, "drill end"))
     assert "has ended" in ack(slack.command(BOB, room, "drill next"))
