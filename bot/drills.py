@@ -9,7 +9,6 @@ classification, containment, notification) outweighs speed. No Slack here.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -88,7 +87,7 @@ def start_drill(session: Session, scenario: Scenario, facilitator_id: str, playb
         time_scale=speed)
     started = incident.declared_at
     drill = Drill(incident_id=incident.id, scenario=scenario.name, family=scenario.family,
-                  facilitator_id=facilitator_id, script=_snapshot(scenario), started_at=started)
+                  facilitator_id=facilitator_id, script=scenario.model_dump_json(), started_at=started)
     session.add(drill)
     offsets = [inject.at for inject in scenario.injects] + [scenario.duration]
     for number, offset in enumerate(offsets, 1):
@@ -101,11 +100,6 @@ def start_drill(session: Session, scenario: Scenario, facilitator_id: str, playb
                                    + (f" at {speed:g}x speed" if speed != 1 else "")))
     session.flush()
     return DrillStarted(incident=incident, drill_id=drill.id, scenario=scenario, speed=speed)
-
-
-def _snapshot(scenario: Scenario) -> str:
-    """The scenario as JSON, durations written the way scenario files write them (`300s`)."""
-    return json.dumps(scenario.model_dump(), default=lambda value: f"{int(value.total_seconds())}s")
 
 
 def scenario_of(drill: Drill) -> Scenario:
@@ -134,19 +128,18 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime, late_aft
         return []
     rows = session.execute(select(Incident, Drill).join(Drill, Drill.incident_id == Incident.id).where(
         Incident.id.in_({reminder.incident_id for reminder in reminders}))).all()
-    by_incident = {incident.id: (incident, drill) for incident, drill in rows}
+    by_incident = {incident.id: (incident, scenario_of(drill), drill.ended_at) for incident, drill in rows}
     prepared = []
     for reminder in reminders:
-        incident, drill = by_incident[reminder.incident_id]
-        if drill.ended_at is not None or incident.channel_id is None:
+        incident, scenario, ended_at = by_incident[reminder.incident_id]
+        if ended_at is not None or incident.channel_id is None:
             reminder.delivered_at, reminder.outcome, reminder.lease_expires_at = now, "superseded", None
             continue
-        prepared.append(_inject_due(reminder, incident, drill, late=now - reminder.due_at > late_after))
+        prepared.append(_inject_due(reminder, incident, scenario, late=now - reminder.due_at > late_after))
     return prepared
 
 
-def _inject_due(reminder: Reminder, incident: Incident, drill: Drill, late: bool) -> InjectDue:
-    scenario = scenario_of(drill)
+def _inject_due(reminder: Reminder, incident: Incident, scenario: Scenario, late: bool) -> InjectDue:
     total = len(scenario.injects)
     number = reminder.subject
     inject = scenario.injects[number - 1] if number <= total else None
@@ -163,7 +156,8 @@ def release_next(session: Session, channel_id: str, owner: str, now: datetime) -
     incident, drill = drill_in_channel(session, channel_id, lock=True)
     if drill.ended_at is not None:
         raise NothingToChange(f"The drill in {incident.reference} has ended.")
-    total = len(scenario_of(drill).injects)
+    scenario = scenario_of(drill)
+    total = len(scenario.injects)
     free = (Reminder.lease_expires_at.is_(None)) | (Reminder.lease_expires_at < now)
     reminder = session.scalars(
         select(Reminder).where(Reminder.incident_id == incident.id, Reminder.kind == INJECT,
@@ -177,7 +171,7 @@ def release_next(session: Session, channel_id: str, owner: str, now: datetime) -
     # Due now: a retry of this post looks for an earlier one from now on, as for any reminder.
     reminder.due_at = min(reminder.due_at, now)
     session.flush()
-    return _inject_due(reminder, incident, drill, late=False)
+    return _inject_due(reminder, incident, scenario, late=False)
 
 
 # ------------------------------------------------------------------------------ ending and scoring

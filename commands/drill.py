@@ -33,6 +33,8 @@ class DrillRooms:
         self.known: dict[str, bool] = {}
 
     def __call__(self, channel_id: str) -> bool:
+        if channel_id.startswith(("U", "W", "D")):  # a person or a DM: never a room, no query
+            return False
         if channel_id in self.known:
             return self.known[channel_id]
         with self.runtime.sessions() as session:

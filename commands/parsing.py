@@ -326,9 +326,8 @@ SPEED_FLAG = re.compile(r"\s*--speed[= ]\s*(\S+)\s*", re.IGNORECASE)
 def parse_drill(args: str) -> DrillRequest:
     """`list` | `start <scenario> [--speed N]` | `next` | `end`."""
     action, _, rest = args.strip().partition(" ")
-    if not action:
-        raise usage_error("drill", "Say what to do with drills.")
-    action = parse_keyword("drill", action, DRILL_ACTIONS, not_a="a drill command", missing="")
+    action = parse_keyword("drill", action, DRILL_ACTIONS, not_a="a drill command",
+                           missing="Say what to do with drills")
     rest = rest.strip()
     if action != "start":
         if rest:

@@ -54,6 +54,28 @@ class SimResult:
         return self.status is None
 
 
+def slash_command_fields(standin: SlackStandIn, user_id: str, channel_id: str, text: str,
+                         command: str = "/incident", trigger_id: str | None = None,
+                         verification_token: str = "standin-verification-token") -> tuple[dict, str]:
+    """A slash command's fields as Slack sends them (an HTTP form, or a Socket Mode payload), with a
+    fresh trigger_id unless given and a response_url; returns (fields, the response_url's token)."""
+    channel = standin.channel(channel_id)
+    if channel is None:
+        raise ValueError(f"unknown channel {channel_id}")
+    user = standin.user(user_id)
+    if user is None:
+        raise ValueError(f"unknown user {user_id}")
+    trigger_id = trigger_id or standin.issue_trigger(user_id)
+    token = standin.issue_response_url(user_id, channel["id"])
+    return {
+        "token": verification_token, "team_id": TEAM_ID, "team_domain": TEAM_DOMAIN,
+        "channel_id": channel["id"], "channel_name": IM_CHANNEL_NAME if channel["is_im"] else channel["name"],
+        "user_id": user_id, "user_name": user["name"],
+        "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
+        "response_url": standin.response_url(token), "trigger_id": trigger_id,
+    }, token
+
+
 class SlackSimulator:
     """Sends signed, Slack-shaped requests to the bot's events URL."""
 
@@ -130,17 +152,10 @@ class SlackSimulator:
                 trigger_id: str | None = None) -> SimResult:
         """A person typing ``/incident <text>`` in a channel; pass an earlier result's ``trigger_id``
         to deliver the same invocation again (a proxy's retry, a double submission)."""
-        channel = self._channel(channel_id)
-        trigger_id = trigger_id or self.standin.issue_trigger(user_id)
-        token = self.standin.issue_response_url(user_id, channel["id"])
-        result = self._send_form({
-            "token": self.verification_token, "team_id": TEAM_ID, "team_domain": TEAM_DOMAIN,
-            "channel_id": channel["id"], "channel_name": channel["name"],
-            "user_id": user_id, "user_name": self._user(user_id)["name"],
-            "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
-            "response_url": self.standin.response_url(token), "trigger_id": trigger_id,
-        })
-        result.response_url_token, result.trigger_id = token, trigger_id
+        fields, token = slash_command_fields(self.standin, user_id, channel_id, text, command, trigger_id,
+                                             self.verification_token)
+        result = self._send_form(fields)
+        result.response_url_token, result.trigger_id = token, fields["trigger_id"]
         return result
 
     # ------------------------------------------------------------- messages

@@ -38,8 +38,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from .server import APP_ID, TEAM_DOMAIN, TEAM_ID
-from .simulator import IM_CHANNEL_NAME, SLACK_ACK_TIMEOUT_SECONDS
+from .server import APP_ID
+from .simulator import SLACK_ACK_TIMEOUT_SECONDS, slash_command_fields
 
 if TYPE_CHECKING:
     from .server import SlackStandIn
@@ -340,22 +340,8 @@ class SocketModeServer:
                         trigger_id: str | None = None) -> tuple[dict, str]:
         """A slash command's fields as Slack sends them (the HTTP form's, as a JSON object of strings)
         with a fresh trigger_id (unless given) and response_url; returns (payload, response_url token)."""
-        channel = self.standin.channel(channel_id)
-        if channel is None:
-            raise ValueError(f"unknown channel {channel_id}")
-        user = self.standin.user(user_id)
-        if user is None:
-            raise ValueError(f"unknown user {user_id}")
-        trigger_id = trigger_id or self.standin.issue_trigger(user_id)
-        token = self.standin.issue_response_url(user_id, channel["id"])
-        payload = {
-            "token": VERIFICATION_TOKEN, "team_id": TEAM_ID, "team_domain": TEAM_DOMAIN,
-            "channel_id": channel["id"], "channel_name": IM_CHANNEL_NAME if channel["is_im"] else channel["name"],
-            "user_id": user_id, "user_name": user["name"],
-            "command": command, "text": text, "api_app_id": APP_ID, "is_enterprise_install": "false",
-            "response_url": self.standin.response_url(token), "trigger_id": trigger_id,
-        }
-        return payload, token
+        return slash_command_fields(self.standin, user_id, channel_id, text, command, trigger_id,
+                                    VERIFICATION_TOKEN)
 
     def command(self, user_id: str, channel_id: str, text: str, command: str = "/incident",
                 trigger_id: str | None = None, **deliver_options: Any) -> SocketCommand:
