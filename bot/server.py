@@ -78,6 +78,14 @@ def make_bolt_app(runtime: Runtime) -> App:
         listener_executor=observability.ContextThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="listener"),
     )
     app.error(_listener_failed)
+
+    @app.middleware
+    def share_the_apps_client(context, next):
+        # Bolt hands each request a new stock WebClient (thread safety if a listener swaps the token;
+        # ours never do); listeners get the app's own, which keeps its connections to Slack.
+        context["client"] = app.client
+        next()
+
     commands.register(app, runtime)
     return app
 

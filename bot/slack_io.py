@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import io
 import logging
+import select
+import ssl
+import threading
+import urllib.request
 from datetime import datetime
 from typing import Callable
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -30,10 +38,83 @@ class SlackCallFailed(Exception):
         self.error = error
 
 
+class KeepAliveWebClient(WebClient):
+    """slack_sdk's WebClient, keeping its connections to Slack open between calls.
+
+    The stock client opens a new connection for every call (urllib), which for slack.com is a TCP
+    and a TLS handshake before each post: a round trip or two of latency and most of the call's
+    CPU. This one keeps idle connections in a small pool. Errors surface as urllib's would
+    (HTTPError for 4xx/5xx, URLError when the request could not be sent), so slack_sdk's retry
+    handlers treat them the same. A proxy, if configured, goes the stock way.
+    """
+
+    IDLE_CONNECTIONS_KEPT = 8
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
+        self._idle_lock = threading.Lock()
+
+    def _perform_urllib_http_request_internal(self, url: str, req: urllib.request.Request) -> dict:
+        parts = urlsplit(url)
+        if self.proxy is not None or parts.scheme not in ("http", "https"):
+            return super()._perform_urllib_http_request_internal(url, req)
+        where = (parts.scheme, parts.netloc)
+        connection = self._idle_connection(where) or self._new_connection(parts)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            try:
+                connection.request("POST", path, body=req.data, headers=dict(req.header_items()))
+            except OSError as exc:
+                raise URLError(exc) from exc  # as urllib reports a request it could not send
+            response = connection.getresponse()
+            body = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            self._keep(where, connection)
+        if response.status >= 400:
+            raise HTTPError(url, response.status, response.reason, response.headers, io.BytesIO(body))
+        if response.headers.get_content_type() == "application/gzip":
+            return {"status": response.status, "headers": response.headers, "body": body}  # a file, as bytes
+        charset = response.headers.get_content_charset() or "utf-8"
+        return {"status": response.status, "headers": response.headers, "body": body.decode(charset)}
+
+    def _new_connection(self, parts) -> http.client.HTTPConnection:
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(parts.netloc, timeout=self.timeout,
+                                               context=self.ssl or ssl.create_default_context())
+        return http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+
+    def _idle_connection(self, where: tuple[str, str]) -> http.client.HTTPConnection | None:
+        """An idle connection the server has not closed meanwhile (a closed one reads as ready)."""
+        while True:
+            with self._idle_lock:
+                idle = self._idle.get(where)
+                if not idle:
+                    return None
+                connection = idle.pop()
+            if connection.sock is not None and not select.select([connection.sock], [], [], 0)[0]:
+                return connection
+            connection.close()
+
+    def _keep(self, where: tuple[str, str], connection: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            idle = self._idle.setdefault(where, [])
+            if len(idle) < self.IDLE_CONNECTIONS_KEPT:
+                idle.append(connection)
+                return
+        connection.close()
+
+
 def make_client(token: str, base_url: str, timeout: float = 10.0) -> WebClient:
-    """A WebClient that waits out 429s (honouring Retry-After) and retries 5xx and dropped connections,
-    counting every error response, retried or not, in warroom_slack_api_errors_total."""
-    client = WebClient(token=token, base_url=base_url, timeout=timeout)
+    """A WebClient that keeps its connections, waits out 429s (honouring Retry-After) and retries 5xx
+    and dropped connections, counting every error response, retried or not, in
+    warroom_slack_api_errors_total."""
+    client = KeepAliveWebClient(token=token, base_url=base_url, timeout=timeout)
     client.retry_handlers.extend(
         [
             RateLimitErrorRetryHandler(max_retry_count=3),

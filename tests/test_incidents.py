@@ -141,3 +141,51 @@ def test_a_connection_lost_during_commit_is_reported_as_an_unknown_outcome(tmp_p
         with runtime.transaction() as session:
             session.execute(text("SELECT * FROM no_such_table"))
     runtime.engine.dispose()
+
+
+def test_a_message_full_of_personal_data_is_remembered_in_one_statement(db):
+    """A pasted log can hold hundreds of addresses: one upsert for all of them, and a value repeated in
+    the message (or seen before) is one row counting every sighting."""
+    from sqlalchemy import event
+
+    incident = declare(db)
+    addresses = [f"customer{i}@example.com" for i in range(60)]
+    typed = "Leaked to: " + ", ".join(addresses) + "; again customer7@example.com and CUSTOMER7@example.com"
+    upserts = []
+
+    def count_upserts(_conn, _cursor, statement, *_):
+        if statement.lstrip().upper().startswith("INSERT INTO REDACTED_VALUE"):
+            upserts.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count_upserts)
+    try:
+        with db.sessions.begin() as session:
+            session.info["redaction_key"] = b"k" * 32
+            entry = incidents.record_note(session, incident.channel_id, typed, "U0BOB")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count_upserts)
+    assert len(upserts) == 1
+    assert "customer" not in entry.text and entry.redacted == ["email"]
+    counts = sorted(r["times_seen"] for r in db.rows(
+        "SELECT times_seen FROM redacted_value WHERE incident_id = :i AND kind = 'email'", i=incident.id))
+    assert counts == [1] * 59 + [3]
+    # Seen again in a later message: the same row, counted on.
+    with db.sessions.begin() as session:
+        session.info["redaction_key"] = b"k" * 32
+        incidents.record_note(session, incident.channel_id, "customer7@example.com replied", "U0BOB")
+    assert db.scalar("SELECT max(times_seen) FROM redacted_value WHERE incident_id = :i", i=incident.id) == 4
+    assert db.scalar("SELECT count(*) FROM redacted_value WHERE incident_id = :i", i=incident.id) == 60
+
+
+def test_an_entry_written_after_a_change_in_the_same_transaction_sees_it(db):
+    """Entries are written with Core (one INSERT … RETURNING): what the ORM holds unwritten is flushed first."""
+    incident = declare(db)
+    with db.sessions.begin() as session:
+        row = incidents.lock_incident_in_channel(session, incident.channel_id)
+        row.summary = "refund policy hallucinated"
+        entry = incidents.add_entry(session, row, "note", "U0BOB", text="summary set")
+        assert session.execute(text("SELECT summary FROM incident WHERE id = :i"),
+                               {"i": incident.id}).scalar_one() == "refund policy hallucinated"
+    assert entry.kind == "note" and entry.source == "command" and entry.occurred_at.tzinfo is not None
+    with db.sessions() as session:
+        assert [e.id for e in incidents.recent_timeline(session, incident.id)][-1] == entry.id

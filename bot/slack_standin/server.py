@@ -23,6 +23,8 @@ import json
 import mimetypes
 import re
 import secrets
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -139,6 +141,40 @@ class _StandInHTTPServer(ThreadingHTTPServer):
     # threads calls at once; the dropped SYN costs a one-second retransmit. Slack has no such limit.
     request_queue_size = 256
     daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Connections are kept alive (HTTP/1.1, as Slack's are): remembered so that stopping the
+        # stand-in really stops Slack, kept connections included.
+        self._open: set = set()
+        self._open_lock = threading.Lock()
+
+    connections_accepted = 0
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+            self.connections_accepted += 1
+        super().process_request(request, client_address)
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a client that gave up waiting (its timeout) or closed its kept connection
+        super().handle_error(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        with self._open_lock:
+            connections, self._open = list(self._open), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
 
 class SlackRefusal(Exception):
     """A Web API call Slack would refuse, with the error code Slack would give."""
@@ -341,6 +377,7 @@ class SlackStandIn:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.close_open_connections()
             self._thread.join(timeout=5)
             self._server = self._thread = None
 
@@ -349,6 +386,16 @@ class SlackStandIn:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    @property
+    def connections_accepted(self) -> int:
+        """HTTP connections opened to the Web API so far (clients that keep theirs open open few)."""
+        return self._server.connections_accepted if self._server is not None else 0
+
+    def drop_connections(self) -> None:
+        """Close every open connection, as Slack may close an idle one at any time."""
+        if self._server is not None:
+            self._server.close_open_connections()
 
     @property
     def base_url(self) -> str:
@@ -1519,6 +1566,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     standin: SlackStandIn
     server_version = "SlackStandIn/1.0"
+    protocol_version = "HTTP/1.1"  # keep-alive, like Slack; every response carries Content-Length
+    # Headers and body are written separately: without this, Nagle's algorithm holds the body back
+    # until the client's delayed ACK of the headers, 40 ms on a kept-alive connection.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self._route()
