@@ -174,20 +174,21 @@ class ClientProcess:
         self._pool = multiprocessing.get_context("spawn").Pool(1)
         self.pid = self._pool.apply(os.getpid)
 
-    def send(self, url: str, bodies: list[str], clients: int) -> Run:
-        return self._pool.apply(send_from_here, (url, bodies, clients))
+    def send(self, urls: list[str], bodies: list[str], clients: int) -> Run:
+        return self._pool.apply(send_from_here, (urls, bodies, clients))
 
     def close(self) -> None:
         self._pool.terminate()
 
 
-def send_from_here(url: str, bodies: list[str], clients: int) -> Run:
-    """`clients` threads with their own keep-alive session share `bodies`, each sending back to back."""
+def send_from_here(urls: list[str], bodies: list[str], clients: int) -> Run:
+    """`clients` threads with their own keep-alive session share `bodies`, each sending back to back
+    (to the servers at `urls` in turn, one server a client, as a load balancer spreads connections)."""
     run = Run()
     lock = threading.Lock()
     start = threading.Barrier(clients + 1)
 
-    def client(mine: list[str]) -> None:
+    def client(url: str, mine: list[str]) -> None:
         latencies, failures, problems = [], 0, []
         with requests.Session() as session:
             start.wait()
@@ -213,7 +214,8 @@ def send_from_here(url: str, bodies: list[str], clients: int) -> Run:
             run.failures += failures
             run.problems += problems
 
-    threads = [threading.Thread(target=client, args=(bodies[i::clients],), daemon=True) for i in range(clients)]
+    threads = [threading.Thread(target=client, args=(urls[i % len(urls)], bodies[i::clients]), daemon=True)
+               for i in range(clients)]
     for thread in threads:
         thread.start()
     start.wait()
@@ -262,18 +264,22 @@ def cpu_snapshot(pids: list[int]) -> tuple[float, float] | None:
         return None
 
 
-def measure(server: BotProcess, commands: Commands, clients: int, requests_: int, warmup: int, standin,
+def measure(servers: list[BotProcess], commands: Commands, clients: int, requests_: int, warmup: int, standin,
             sender: ClientProcess, pids: list[int]) -> Run:
-    url = f"{server.url}{EVENTS_PATH}"
-    sender.send(url, commands.bodies(warmup), clients)
+    urls = [f"{server.url}{EVENTS_PATH}" for server in servers]
+    sender.send(urls, commands.bodies(warmup), clients)
     standin.wait_until_quiet()
     bodies = commands.bodies(requests_)
-    before, server_before = cpu_snapshot(pids), _process_cpu(server.process.pid)
-    run = sender.send(url, bodies, clients)
+
+    def server_cpu() -> float:
+        return sum(_process_cpu(server.process.pid) for server in servers)
+
+    before, server_before = cpu_snapshot(pids), server_cpu()
+    run = sender.send(urls, bodies, clients)
     after = cpu_snapshot(pids)
     # The bot's after-ack work (posting into the room) may still be running: its CPU counts too.
     standin.wait_until_quiet(timeout=60)
-    run.server_cpu = _process_cpu(server.process.pid) - server_before
+    run.server_cpu = server_cpu() - server_before
     if before and after:
         run.other_cores = max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / run.wall
     return run
@@ -303,7 +309,7 @@ def throwaway_database(backend: str, tmp: Path) -> Iterator[Database]:
 
 
 def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: ClientProcess,
-                plan: list[tuple[int, int]], rounds: int, warmup: int, tmp: Path) -> list[Cell]:
+                plan: list[tuple[int, int]], rounds: int, warmup: int, processes: int, tmp: Path) -> list[Cell]:
     cells = []
     tmp.mkdir(parents=True, exist_ok=True)
     with throwaway_database(backend, tmp) as database:
@@ -312,12 +318,14 @@ def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: C
             print(f"PostgreSQL server {database.scalar('SHOW server_version')}", flush=True)
         incident = open_incident(database, load_playbook(None), title=f"ack latency benchmark on {backend}",
                                  severity=1, channel=channel["id"])
-        bot = BotProcess(bot_environment(database.url, standin), free_port(), tmp / f"bot-{backend}.log")
+        bots = [BotProcess(bot_environment(database.url, standin), free_port(), tmp / f"bot-{backend}-{n}.log")
+                for n in range(1, processes + 1)]
         try:
-            bot.wait_healthy()
+            for bot in bots:
+                bot.wait_healthy()
             bot_commands = Commands(standin, channel["id"], channel["name"])
             bare_commands = Commands(standin, channel["id"], channel["name"])
-            pids = [os.getpid(), sender.pid, bare.process.pid, bot.process.pid]
+            pids = [os.getpid(), sender.pid, bare.process.pid, *(bot.process.pid for bot in bots)]
             for clients, requests_ in plan:
                 # The two servers take turns, a share of the requests each round, so a slower spell
                 # of this shared machine falls on both rather than on whichever ran then.
@@ -325,8 +333,8 @@ def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: C
                 entries, posts = bot_work_done(database, standin, incident.id, channel["id"])
                 share = [requests_ // rounds + (r < requests_ % rounds) for r in range(rounds)]
                 for in_round in share:
-                    bare_run.add(measure(bare, bare_commands, clients, in_round, warmup, standin, sender, pids))
-                    bot_run.add(measure(bot, bot_commands, clients, in_round, warmup, standin, sender, pids))
+                    bare_run.add(measure([bare], bare_commands, clients, in_round, warmup, standin, sender, pids))
+                    bot_run.add(measure(bots, bot_commands, clients, in_round, warmup, standin, sender, pids))
                 # Each command acked is in the timeline and was posted; a refused one is already a failure.
                 expected = rounds * warmup + requests_ - bot_run.failures
                 entries_after, posts_after = bot_work_done(database, standin, incident.id, channel["id"])
@@ -339,7 +347,8 @@ def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: C
                 print(f"  {backend:<10} {clients:>2} clients: bare p99 {bare_run.p99 * 1000:.1f} ms, "
                       f"bot p99 {bot_run.p99 * 1000:.1f} ms", file=sys.stderr, flush=True)
         finally:
-            bot.stop()
+            for bot in bots:
+                bot.stop()
     return cells
 
 
@@ -395,6 +404,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="turns the bare app and the bot take in each cell, each with a share of the requests")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests before each measurement")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="`warroom serve` processes on the one database, the clients spread over them "
+                             "(the bare app stays one process)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -411,8 +423,8 @@ def main() -> int:
         requests_ *= len(clients)
     if len(requests_) != len(clients):
         parser.error("--requests takes one number, or one per --clients entry")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.processes < 1:
+        parser.error("--rounds and --processes must be at least 1")
     plan = list(zip(clients, requests_))
 
     # Ctrl-C (even when started in the background) and SIGTERM unwind, so the servers stop and the
@@ -424,7 +436,8 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs ({platform.machine()}, {platform.system()}); Python "
           f"{platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in
                                                        ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy", "psycopg")))
-    print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; logs in {tmp}", flush=True)
+    print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; {args.rounds} rounds; "
+          f"{args.processes} bot process(es); logs in {tmp}", flush=True)
     cells: list[Cell] = []
     standin = SlackStandIn(bot_token=BOT_TOKEN).start()
     sender = ClientProcess()
@@ -435,7 +448,8 @@ def main() -> int:
                           "benchmarks.ack_latency", "--serve-bare")
         bare.wait_healthy()
         for backend in backends:
-            cells += run_backend(backend, standin, bare, sender, plan, args.rounds, args.warmup, tmp / backend)
+            cells += run_backend(backend, standin, bare, sender, plan, args.rounds, args.warmup, args.processes,
+                                 tmp / backend)
     finally:
         if bare is not None:
             bare.stop()

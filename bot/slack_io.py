@@ -54,6 +54,7 @@ class KeepAliveWebClient(WebClient):
         super().__init__(*args, **kwargs)
         self._idle: dict[tuple[str, str], list[http.client.HTTPConnection]] = {}
         self._idle_lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
 
     def _perform_urllib_http_request_internal(self, url: str, req: urllib.request.Request) -> dict:
         parts = urlsplit(url)
@@ -85,8 +86,9 @@ class KeepAliveWebClient(WebClient):
 
     def _new_connection(self, parts) -> http.client.HTTPConnection:
         if parts.scheme == "https":
-            return http.client.HTTPSConnection(parts.netloc, timeout=self.timeout,
-                                               context=self.ssl or ssl.create_default_context())
+            if self._tls is None:
+                self._tls = self.ssl or ssl.create_default_context()  # reading the CA bundle costs: once
+            return http.client.HTTPSConnection(parts.netloc, timeout=self.timeout, context=self._tls)
         return http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
 
     def _idle_connection(self, where: tuple[str, str]) -> http.client.HTTPConnection | None:
