@@ -408,6 +408,14 @@ def complete_postmortem(session: Session, channel_id: str, link: str, actor_id: 
                      new_value="completed", occurred_at=incident.postmortem_completed_at)
 
 
+# Built once: every command and event claims its delivery (see add_entry for why Core).
+_CLAIM_EVENT = {
+    name: dialect.insert(ProcessedEvent.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+    .returning(ProcessedEvent.__table__.c.event_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 def claim_event(session: Session, key: str) -> bool:
     """Record that a Slack delivery (an event id, a command's trigger) is being handled; False if
     it already was.
@@ -418,14 +426,6 @@ def claim_event(session: Session, key: str) -> bool:
     """
     statement = _CLAIM_EVENT[session.get_bind().dialect.name]
     return session.execute(statement, {"event_id": key, "received_at": utcnow()}).scalar_one_or_none() is not None
-
-
-# Built once: every command and event claims its delivery (see add_entry for why Core).
-_CLAIM_EVENT = {
-    name: dialect.insert(ProcessedEvent.__table__).on_conflict_do_nothing(index_elements=["event_id"])
-    .returning(ProcessedEvent.__table__.c.event_id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
 
 
 def pinned_message_key(channel_id: str, message_ts: str) -> str:
