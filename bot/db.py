@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -104,8 +105,10 @@ def database_is_reachable(engine: Engine) -> bool:
         return False
 
 
+# INSERT with ON CONFLICT clauses, by database (the two the bot runs on).
+DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def dialect_insert(session, model):
     """INSERT for this session's database, with its ON CONFLICT clauses (PostgreSQL or SQLite)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(model)
+    return DIALECT_INSERTS[session.get_bind().dialect.name](model)

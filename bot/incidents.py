@@ -11,11 +11,10 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, load_only
 
 from bot import cadence, redaction, rules
-from bot.db import dialect_insert, utcnow
+from bot.db import DIALECT_INSERTS, dialect_insert, utcnow
 from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
 from bot.models import ROLES, Counter, Incident, ProcessedEvent, RedactedValue, RoleAssignment, TimelineEntry
 from bot.playbook import Playbook, format_duration
@@ -410,9 +409,9 @@ def complete_postmortem(session: Session, channel_id: str, link: str, actor_id: 
 
 # Built once: every command and event claims its delivery (see add_entry for why Core).
 _CLAIM_EVENT = {
-    name: dialect.insert(ProcessedEvent.__table__).on_conflict_do_nothing(index_elements=["event_id"])
+    name: insert(ProcessedEvent.__table__).on_conflict_do_nothing(index_elements=["event_id"])
     .returning(ProcessedEvent.__table__.c.event_id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    for name, insert in DIALECT_INSERTS.items()
 }
 
 
