@@ -6,7 +6,7 @@ app, with the same signing secret, token check and ack mode, served by waitress 
 through the same `SlackRequestHandler`), and, per backend, a fresh database (SQLite file or a
 throwaway PostgreSQL database) holding one declared incident with its war room, and a real
 `warroom serve` process. Then, for 1, 8 and 32 concurrent clients (threads in a client process of
-their own, each with its own keep-alive `requests.Session`, sending back to back), it sends signed
+their own, each with its own keep-alive `http.client` connection, sending back to back), it sends signed
 `/incident decision` and `/incident note` commands from the war room, alternating, each with its
 own trigger id. The bare app and the bot take turns (`--rounds`, 3 by default, each with a share
 of the requests and an unmeasured warm-up), so a slow spell of a shared machine falls on both.
@@ -30,6 +30,7 @@ channel), never because a target was missed. Run:
 from __future__ import annotations
 
 import argparse
+import http.client
 import logging
 import multiprocessing
 import os
@@ -46,9 +47,8 @@ from importlib.metadata import version
 from itertools import count
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
-import requests
 
 from benchmarks.reminder_lateness import percentile
 from bot.server import EVENTS_PATH
@@ -113,6 +113,7 @@ class Run:
     wall: float = 0.0
     other_cores: float | None = None  # CPU other processes on the machine used meanwhile
     server_cpu: float = 0.0  # CPU seconds the server (bot or bare app) process used meanwhile
+    client_cpu: float = 0.0  # CPU seconds the client process used sending and timing them
 
     def add(self, other: Run) -> None:
         """Fold in another round of the same cell."""
@@ -121,6 +122,7 @@ class Run:
         self.problems += other.problems
         self.wall += other.wall
         self.server_cpu += other.server_cpu
+        self.client_cpu += other.client_cpu
         if other.other_cores is not None:
             self.other_cores = max(self.other_cores or 0.0, other.other_cores)
 
@@ -139,6 +141,10 @@ class Run:
     @property
     def cpu_per_request(self) -> float:
         return self.server_cpu / len(self.latencies)
+
+    @property
+    def client_cpu_per_request(self) -> float:
+        return self.client_cpu / len(self.latencies)
 
 
 class Commands:
@@ -182,33 +188,43 @@ class ClientProcess:
 
 
 def send_from_here(urls: list[str], bodies: list[str], clients: int) -> Run:
-    """`clients` threads with their own keep-alive session share `bodies`, each sending back to back
-    (to the servers at `urls` in turn, one server a client, as a load balancer spreads connections)."""
+    """`clients` threads with their own keep-alive connection share `bodies`, each sending back to back
+    (to the servers at `urls` in turn, one server a client, as a load balancer spreads connections).
+
+    Plain `http.client`, not `requests`: on this 2-core machine the clients share the CPU with the
+    server they measure, and `requests` spent ~4x the interpreter time a request (its CPU slowed the
+    busier server more, and its threads waited longer for their own interpreter lock before
+    reading the clock)."""
     run = Run()
     lock = threading.Lock()
     start = threading.Barrier(clients + 1)
 
     def client(url: str, mine: list[str]) -> None:
         latencies, failures, problems = [], 0, []
-        with requests.Session() as session:
-            start.wait()
-            for body in mine:
-                timestamp = str(int(time.time()))
-                headers = {"Content-Type": FORM, "User-Agent": SLACK_USER_AGENT,
-                           "X-Slack-Request-Timestamp": timestamp,
-                           "X-Slack-Signature": sign(SIGNING_SECRET, timestamp, body)}
-                began = time.perf_counter()
-                try:
-                    response = session.post(url, data=body.encode(), headers=headers, timeout=CLIENT_TIMEOUT)
-                    latencies.append(time.perf_counter() - began)
-                    # A decision or note is acked with an empty body; text means the bot refused it.
-                    if response.status_code != 200 or response.text:
-                        failures += 1
-                        problems.append(f"HTTP {response.status_code}: {response.text[:200]}")
-                except requests.RequestException as exc:
-                    latencies.append(time.perf_counter() - began)
+        target = urlsplit(url)
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=CLIENT_TIMEOUT)
+        start.wait()
+        for body in mine:
+            timestamp = str(int(time.time()))
+            headers = {"Content-Type": FORM, "User-Agent": SLACK_USER_AGENT,
+                       "X-Slack-Request-Timestamp": timestamp,
+                       "X-Slack-Signature": sign(SIGNING_SECRET, timestamp, body)}
+            began = time.perf_counter()
+            try:
+                connection.request("POST", target.path, body=body.encode(), headers=headers)
+                response = connection.getresponse()
+                text = response.read()
+                latencies.append(time.perf_counter() - began)
+                # A decision or note is acked with an empty body; text means the bot refused it.
+                if response.status != 200 or text:
                     failures += 1
-                    problems.append(type(exc).__name__)
+                    problems.append(f"HTTP {response.status}: {text[:200].decode(errors='replace')}")
+            except (OSError, http.client.HTTPException) as exc:
+                latencies.append(time.perf_counter() - began)
+                failures += 1
+                problems.append(type(exc).__name__)
+                connection.close()  # the next request opens a new connection
+        connection.close()
         with lock:
             run.latencies += latencies
             run.failures += failures
@@ -274,9 +290,10 @@ def measure(servers: list[BotProcess], commands: Commands, clients: int, request
     def server_cpu() -> float:
         return sum(_process_cpu(server.process.pid) for server in servers)
 
-    before, server_before = cpu_snapshot(pids), server_cpu()
+    before, server_before, client_before = cpu_snapshot(pids), server_cpu(), _process_cpu(sender.pid)
     run = sender.send(urls, bodies, clients)
     after = cpu_snapshot(pids)
+    run.client_cpu = _process_cpu(sender.pid) - client_before
     # The bot's after-ack work (posting into the room) may still be running: its CPU counts too.
     standin.wait_until_quiet(timeout=60)
     run.server_cpu = server_cpu() - server_before
@@ -308,7 +325,7 @@ def throwaway_database(backend: str, tmp: Path) -> Iterator[Database]:
         drop()
 
 
-def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: ClientProcess,
+def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], sender: ClientProcess,
                 plan: list[tuple[int, int]], rounds: int, warmup: int, processes: int, tmp: Path) -> list[Cell]:
     cells = []
     tmp.mkdir(parents=True, exist_ok=True)
@@ -325,7 +342,7 @@ def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: C
                 bot.wait_healthy()
             bot_commands = Commands(standin, channel["id"], channel["name"])
             bare_commands = Commands(standin, channel["id"], channel["name"])
-            pids = [os.getpid(), sender.pid, bare.process.pid, *(bot.process.pid for bot in bots)]
+            pids = [os.getpid(), sender.pid, *(server.process.pid for server in [*bares, *bots])]
             for clients, requests_ in plan:
                 # The two servers take turns, a share of the requests each round, so a slower spell
                 # of this shared machine falls on both rather than on whichever ran then.
@@ -333,7 +350,7 @@ def run_backend(backend: str, standin: SlackStandIn, bare: BotProcess, sender: C
                 entries, posts = bot_work_done(database, standin, incident.id, channel["id"])
                 share = [requests_ // rounds + (r < requests_ % rounds) for r in range(rounds)]
                 for in_round in share:
-                    bare_run.add(measure([bare], bare_commands, clients, in_round, warmup, standin, sender, pids))
+                    bare_run.add(measure(bares, bare_commands, clients, in_round, warmup, standin, sender, pids))
                     bot_run.add(measure(bots, bot_commands, clients, in_round, warmup, standin, sender, pids))
                 # Each command acked is in the timeline and was posted; a refused one is already a failure.
                 expected = rounds * warmup + requests_ - bot_run.failures
@@ -358,13 +375,13 @@ def ms(seconds: float) -> str:
 
 def report(cells: list[Cell]) -> None:
     print("| backend | clients | bare p50 | bare p99 | bot p50 | bot p99 | p99 ratio | bot max | bot req/s "
-          "| bare req/s | bot CPU/req | bare CPU/req | failures |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| bare req/s | bot CPU/req | bare CPU/req | client CPU/req | failures |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cells:
         print(f"| {c.backend} | {c.clients} | {ms(c.bare.p50)} | {ms(c.bare.p99)} | {ms(c.bot.p50)} | "
               f"{ms(c.bot.p99)} | {c.bot.p99 / c.bare.p99:.2f} | {ms(max(c.bot.latencies))} | "
               f"{c.bot.rate:.0f} | {c.bare.rate:.0f} | {ms(c.bot.cpu_per_request)} | {ms(c.bare.cpu_per_request)} | "
-              f"{c.failures} |")
+              f"{ms(c.bot.client_cpu_per_request)} | {c.failures} |")
     print()
     for backend in dict.fromkeys(c.backend for c in cells):
         at8 = [c for c in cells if c.backend == backend and c.clients == 8]
@@ -405,8 +422,8 @@ def main() -> int:
                         help="turns the bare app and the bot take in each cell, each with a share of the requests")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured requests before each measurement")
     parser.add_argument("--processes", type=int, default=1,
-                        help="`warroom serve` processes on the one database, the clients spread over them "
-                             "(the bare app stays one process)")
+                        help="`warroom serve` processes on the one database, and as many bare apps, the "
+                             "clients spread over them as a load balancer would")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -437,21 +454,23 @@ def main() -> int:
           f"{platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in
                                                        ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy", "psycopg")))
     print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; {args.rounds} rounds; "
-          f"{args.processes} bot process(es); logs in {tmp}", flush=True)
+          f"{args.processes} process(es) of each server; logs in {tmp}", flush=True)
     cells: list[Cell] = []
     standin = SlackStandIn(bot_token=BOT_TOKEN).start()
     sender = ClientProcess()
-    bare = None
+    bares: list[BotProcess] = []
     try:
-        # The bare app as a child process, started and stopped like `warroom serve`.
-        bare = BotProcess(bot_environment("sqlite://", standin), free_port(), tmp / "bare-bolt.log",
-                          "benchmarks.ack_latency", "--serve-bare")
-        bare.wait_healthy()
+        # The bare app as child processes, started and stopped like `warroom serve`, as many as the bot's.
+        for n in range(1, args.processes + 1):
+            bares.append(BotProcess(bot_environment("sqlite://", standin), free_port(), tmp / f"bare-bolt-{n}.log",
+                                    "benchmarks.ack_latency", "--serve-bare"))
+        for bare in bares:
+            bare.wait_healthy()
         for backend in backends:
-            cells += run_backend(backend, standin, bare, sender, plan, args.rounds, args.warmup, args.processes,
+            cells += run_backend(backend, standin, bares, sender, plan, args.rounds, args.warmup, args.processes,
                                  tmp / backend)
     finally:
-        if bare is not None:
+        for bare in bares:
             bare.stop()
         sender.close()
         standin.stop()

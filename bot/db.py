@@ -86,13 +86,19 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, connect_args=connect_args)
 
 
+# session.info key of the war rooms' incidents, one dict shared by a factory's sessions (bot.incidents).
+ROOM_INCIDENTS = "room_incidents"
+
+
 def make_session_factory(engine: Engine, redaction_key: bytes | None = None) -> sessionmaker:
     """Sessions that keep loaded values after commit, so handlers can render what they wrote.
 
     Each session carries the deployment's redaction key in `session.info`, so the services that
-    write what people typed can redact it without every call passing the key along.
+    write what people typed can redact it without every call passing the key along, and the dict
+    of war rooms whose incident was already looked up (bot.incidents), shared by all its sessions.
     """
-    return sessionmaker(engine, expire_on_commit=False, info={"redaction_key": redaction_key})
+    return sessionmaker(engine, expire_on_commit=False,
+                        info={"redaction_key": redaction_key, ROOM_INCIDENTS: {}})
 
 
 def database_is_reachable(engine: Engine) -> bool:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, exists, select, update
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
-from bot import cadence, redaction, rules
-from bot.db import DIALECT_INSERTS, dialect_insert, utcnow
+from bot import cadence, observability, redaction, rules
+from bot.db import DIALECT_INSERTS, ROOM_INCIDENTS, dialect_insert, utcnow
 from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
 from bot.models import ROLES, Counter, Incident, ProcessedEvent, RedactedValue, RoleAssignment, TimelineEntry
 from bot.playbook import Playbook, format_duration
@@ -129,40 +130,54 @@ def redact(session: Session, incident_id: int, text: str) -> tuple[str, list[str
     Each value found is remembered for the incident as a keyed hash only (redacted_value), so it
     is recognised when it comes up again (same placeholder) and never stored itself.
     """
-    result = redaction.redact(text, key=session.info.get("redaction_key") or LOCAL_REDACTION_KEY)
-    if result.findings:
-        # One statement for all the values found (a pasted log can hold hundreds). A value found
-        # twice is one row seen twice: one upsert may not touch a row twice.
-        seen: dict[str, tuple[str, int]] = {}
-        for finding in result.findings:
-            kind, times = seen.get(finding.fingerprint, (finding.kind, 0))
-            seen[finding.fingerprint] = (kind, times + 1)
-        now = utcnow()
-        statement = dialect_insert(session, RedactedValue).values([
-            {"incident_id": incident_id, "kind": kind, "fingerprint": fingerprint, "first_seen_at": now,
-             "times_seen": times} for fingerprint, (kind, times) in seen.items()])
-        session.execute(statement.on_conflict_do_update(
-            index_elements=["incident_id", "fingerprint"],
-            set_={"times_seen": RedactedValue.times_seen + statement.excluded.times_seen}))
+    result = _redaction_of(session, text)
+    _remember_redacted(session, incident_id, result)
     return result.text, result.kinds()
+
+
+def _redaction_of(session: Session, text: str) -> redaction.Redacted:
+    return redaction.redact(text, key=session.info.get("redaction_key") or LOCAL_REDACTION_KEY)
+
+
+def _remember_redacted(session: Session, incident_id: int, result: redaction.Redacted) -> None:
+    if not result.findings:
+        return
+    # One statement for all the values found (a pasted log can hold hundreds). A value found
+    # twice is one row seen twice: one upsert may not touch a row twice.
+    seen: dict[str, tuple[str, int]] = {}
+    for finding in result.findings:
+        kind, times = seen.get(finding.fingerprint, (finding.kind, 0))
+        seen[finding.fingerprint] = (kind, times + 1)
+    now = utcnow()
+    statement = dialect_insert(session, RedactedValue).values([
+        {"incident_id": incident_id, "kind": kind, "fingerprint": fingerprint, "first_seen_at": now,
+         "times_seen": times} for fingerprint, (kind, times) in seen.items()])
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["incident_id", "fingerprint"],
+        set_={"times_seen": RedactedValue.times_seen + statement.excluded.times_seen}))
 
 
 # Written with Core rather than the ORM's unit of work: it is on every command's path, and an
 # INSERT … RETURNING is one round trip with a fraction of the interpreter time (benchmarks/ack_latency).
-_ENTRY_COLUMNS = TimelineEntry.__table__.c
-_INSERT_ENTRY = TimelineEntry.__table__.insert().returning(
-    *(_ENTRY_COLUMNS[name] for name in TimelineItem.model_fields if name in _ENTRY_COLUMNS))
+_ENTRY_TABLE = TimelineEntry.__table__
+_ENTRY_COLUMNS = _ENTRY_TABLE.c
+_ENTRY_RETURNED = [_ENTRY_COLUMNS[name] for name in TimelineItem.model_fields if name in _ENTRY_COLUMNS]
+_INSERT_ENTRY = _ENTRY_TABLE.insert().returning(*_ENTRY_RETURNED)
 
 
-def add_entry(session: Session, incident: Incident, kind: str, actor_id: str, *, text: str = "",
+def add_entry(session: Session, incident: Incident | RoomIncident, kind: str, actor_id: str, *, text: str = "",
               **fields) -> TimelineItem:
     """Write one timeline entry for the incident (in the caller's transaction), its text redacted."""
     text, kinds = redact(session, incident.id, text) if text else (text, [])
     session.flush()  # changes the caller made before this entry are written before it
     row = session.execute(_INSERT_ENTRY, {"incident_id": incident.id, "kind": kind, "actor_id": actor_id,
                                           "text": text, **fields}).one()
+    return _timeline_item(row, kinds)
+
+
+def _timeline_item(row, redacted: list[str]) -> TimelineItem:
     item = TimelineItem.model_validate(row)
-    item.redacted = kinds
+    item.redacted = redacted
     return item
 
 
@@ -273,27 +288,74 @@ def assign_role(session: Session, channel_id: str, role: str, user_id: str, acto
     return Change(incident=IncidentView.of(incident), old_value=previous, new_value=user_id, entry=entry)
 
 
-# Notes and decisions are the most frequent commands: their incident is read with only what adding
-# an entry needs (the full row is thirty columns), by a statement built once.
-_INCIDENT_TO_LOG_IN = (select(Incident).where(Incident.channel_id == bindparam("channel_id"))
-                       .options(load_only(Incident.id, Incident.number)))
+class RoomIncident(NamedTuple):
+    """The incident a war room belongs to, as much of it as adding a timeline entry needs."""
+
+    id: int
+    number: int
+
+    @property
+    def reference(self) -> str:
+        return f"INC-{self.number}"
 
 
-def _incident_to_log_in(session: Session, channel_id: str) -> Incident:
-    """The incident whose war room this is, with its id and number loaded."""
-    return _found_in_channel(session.scalars(_INCIDENT_TO_LOG_IN, {"channel_id": channel_id}).one_or_none())
+# Notes and decisions are the most frequent commands. A room's incident is remembered by the process
+# (in the dict a session factory shares among its sessions, bot.db.make_session_factory) and the
+# entry is written only if the room still belongs to it: one statement instead of a query and an
+# insert (on PostgreSQL a round trip, and a third of the command's CPU). The condition makes the
+# remembered incident a hint, never a risk: a database restored from a backup, or emptied and
+# refilled (the tests do it under a running bot), may put another incident in the same room.
+_INCIDENT_TO_LOG_IN = select(Incident.id, Incident.number).where(Incident.channel_id == bindparam("channel_id"))
+_INCIDENT_COLUMNS = Incident.__table__.c
+_LOGGED_IN_ROOM = ("incident_id", "kind", "actor_id", "text", "new_value", "occurred_at", "recorded_at", "source")
+_ROOM_PARAMS = {name: bindparam(name, type_=_ENTRY_COLUMNS[name].type) for name in _LOGGED_IN_ROOM}
+_INSERT_ENTRY_IF_ROOM_IS = _ENTRY_TABLE.insert().from_select(
+    _LOGGED_IN_ROOM,
+    select(*_ROOM_PARAMS.values()).where(exists().where(
+        _INCIDENT_COLUMNS.id == _ROOM_PARAMS["incident_id"],
+        _INCIDENT_COLUMNS.number == bindparam("number", type_=_INCIDENT_COLUMNS.number.type),
+        _INCIDENT_COLUMNS.channel_id == bindparam("channel_id", type_=_INCIDENT_COLUMNS.channel_id.type))),
+).returning(*_ENTRY_RETURNED)
+ROOM_INCIDENTS_KEPT = 4096
+
+
+def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, text: str,
+                 new_value: str | None = None) -> TimelineItem:
+    """Add a note or decision to the timeline of the incident whose war room this is."""
+    known = session.info.setdefault(ROOM_INCIDENTS, {})
+    incident = known.get(channel_id)
+    if incident is not None:
+        redacted = _redaction_of(session, text)
+        now = utcnow()
+        session.flush()  # as add_entry: changes made before this entry are written before it
+        row = session.execute(_INSERT_ENTRY_IF_ROOM_IS, {
+            "incident_id": incident.id, "number": incident.number, "channel_id": channel_id, "kind": kind,
+            "actor_id": actor_id, "text": redacted.text, "new_value": new_value, "occurred_at": now,
+            "recorded_at": now, "source": "command"}).one_or_none()
+        if row is not None:
+            _remember_redacted(session, incident.id, redacted)
+            # The log line names the incident (bot.observability names it from rows loaded; none was).
+            observability.saw_incident(incident.reference)
+            return _timeline_item(row, redacted.kinds())
+    row = session.execute(_INCIDENT_TO_LOG_IN, {"channel_id": channel_id}).one_or_none()
+    if row is None:
+        _found_in_channel(None)
+    if len(known) >= ROOM_INCIDENTS_KEPT:
+        known.clear()  # a bound, not a cache policy: thousands of rooms in one process is rare
+    incident = known[channel_id] = RoomIncident(*row)
+    observability.saw_incident(incident.reference)
+    return add_entry(session, incident, kind, actor_id, text=text, new_value=new_value)
 
 
 def record_decision(session: Session, channel_id: str, text: str, actor_id: str,
                     owner_id: str | None = None) -> TimelineItem:
     """Add a decision-log entry (who logged it, when, what, and who owns carrying it out)."""
-    return add_entry(session, _incident_to_log_in(session, channel_id), "decision", actor_id, text=text,
-                     new_value=owner_id)
+    return _log_in_room(session, channel_id, "decision", actor_id, text, new_value=owner_id)
 
 
 def record_note(session: Session, channel_id: str, text: str, actor_id: str) -> TimelineItem:
     """Add a plain note to the incident's timeline."""
-    return add_entry(session, _incident_to_log_in(session, channel_id), "note", actor_id, text=text)
+    return _log_in_room(session, channel_id, "note", actor_id, text)
 
 
 def change_severity(

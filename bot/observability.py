@@ -26,14 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
-from urllib.error import URLError
 from urllib.parse import quote, quote_plus
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
-from slack_sdk.http_retry.handler import RetryHandler
 
-log = logging.getLogger(__name__)
 
 LOG_FORMATS = ("json", "text")
 SECRET_PLACEHOLDER = "[secret]"
@@ -212,54 +209,9 @@ def reminder_failed(kind: str) -> None:
     REMINDER_FAILURES.labels(kind).inc()
 
 
-class SlackErrorCounter(RetryHandler):
-    """First among a WebClient's retry handlers, it sees every attempt's response and counts each
-    error (`ok: false`, HTTP 429 and 5xx, timeouts and refused connections), retried or not. It never
-    asks for a retry itself, so the handlers after it decide."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__(max_retry_count=0)
-        self.base_url = base_url
-
-    def can_retry(self, *, state, request, response=None, error=None) -> bool:
-        try:
-            self._count(request, response, error)
-        except Exception:  # noqa: BLE001 - counting must never break a Slack call
-            log.debug("could not count a Slack API error", exc_info=True)
-        return False
-
-    def _count(self, request, response, error) -> None:
-        url = (request.url or "").split("?", 1)[0]
-        method = url[len(self.base_url):] if url.startswith(self.base_url) else "other"
-        if response is not None:
-            if response.status_code == 429:
-                code = "ratelimited"
-            elif response.status_code >= 400:
-                code = f"http_{response.status_code}"
-            elif isinstance(response.body, dict) and response.body.get("ok") is False:
-                code = str(response.body.get("error") or "unknown")[:64]
-            else:
-                return
-        elif error is not None:
-            code = _connection_error(error)
-        else:
-            return
-        SLACK_API_ERRORS.labels(method or "other", code).inc()
-
-
-def _connection_error(error: BaseException) -> str:
-    reason = error.reason if isinstance(error, URLError) and isinstance(error.reason, BaseException) else error
-    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-        return "timeout"
-    if isinstance(reason, (ConnectionError, URLError)):
-        return "connection_error"
-    return type(reason).__name__.lower()[:64]
-
-
-def count_slack_errors(client) -> None:
-    """Count this WebClient's error responses (its retry handlers are copied to Bolt's per-request clients)."""
-    if not any(isinstance(handler, SlackErrorCounter) for handler in client.retry_handlers):
-        client.retry_handlers.insert(0, SlackErrorCounter(client.base_url))
+def slack_api_error(method: str, code: str) -> None:
+    """Count a Slack Web API call's error (bot.slack_io sees every attempt)."""
+    SLACK_API_ERRORS.labels(method or "other", code).inc()
 
 
 # ---------------------------------------------------------------------------------------- logging

@@ -16,13 +16,14 @@ from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
 
-from bot.observability import count_slack_errors
+from bot import observability
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,56 @@ class KeepAliveWebClient(WebClient):
                 idle.append(connection)
                 return
         connection.close()
+
+
+class SlackErrorCounter(RetryHandler):
+    """First among a WebClient's retry handlers, it sees every attempt's response and counts each
+    error (`ok: false`, HTTP 429 and 5xx, timeouts and refused connections), retried or not. It never
+    asks for a retry itself, so the handlers after it decide."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(max_retry_count=0)
+        self.base_url = base_url
+
+    def can_retry(self, *, state, request, response=None, error=None) -> bool:
+        try:
+            self._count(request, response, error)
+        except Exception:  # noqa: BLE001 - counting must never break a Slack call
+            log.debug("could not count a Slack API error", exc_info=True)
+        return False
+
+    def _count(self, request, response, error) -> None:
+        url = (request.url or "").split("?", 1)[0]
+        method = url[len(self.base_url):] if url.startswith(self.base_url) else "other"
+        if response is not None:
+            if response.status_code == 429:
+                code = "ratelimited"
+            elif response.status_code >= 400:
+                code = f"http_{response.status_code}"
+            elif isinstance(response.body, dict) and response.body.get("ok") is False:
+                code = str(response.body.get("error") or "unknown")[:64]
+            else:
+                return
+        elif error is not None:
+            code = _connection_error(error)
+        else:
+            return
+        observability.slack_api_error(method, code)
+
+
+def _connection_error(error: BaseException) -> str:
+    reason = error.reason if isinstance(error, URLError) and isinstance(error.reason, BaseException) else error
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timeout"
+    if isinstance(reason, (ConnectionError, URLError)):
+        return "connection_error"
+    return type(reason).__name__.lower()[:64]
+
+
+def count_slack_errors(client) -> None:
+    """Count this WebClient's error responses (its retry handlers are copied to Bolt's per-request clients)."""
+    if not any(isinstance(handler, SlackErrorCounter) for handler in client.retry_handlers):
+        client.retry_handlers.insert(0, SlackErrorCounter(client.base_url))
 
 
 def make_client(token: str, base_url: str, timeout: float = 10.0) -> WebClient:

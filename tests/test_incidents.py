@@ -177,6 +177,50 @@ def test_a_message_full_of_personal_data_is_remembered_in_one_statement(db):
     assert db.scalar("SELECT count(*) FROM redacted_value WHERE incident_id = :i", i=incident.id) == 60
 
 
+def test_a_rooms_incident_is_remembered_and_checked_on_every_note(db):
+    """After the first note in a room, a note or decision is one statement: the entry, written only if
+    the room still belongs to the incident remembered for it. A room that belongs to another incident
+    now (a database emptied and refilled under the running bot, as the tests do) gets the entry on
+    that one; a room that belongs to none is refused, nothing written."""
+    from sqlalchemy import event
+
+    first = declare(db)
+    with db.sessions.begin() as session:
+        incidents.record_note(session, first.channel_id, "first note: the room's incident is looked up", "U0BOB")
+    statements = []
+
+    def record(_conn, _cursor, statement, *_):
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            statements.append(" ".join(statement.split()[:3]).upper())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with db.sessions.begin() as session:
+            decision = incidents.record_decision(session, first.channel_id, "Roll back prompt template v14",
+                                                 "U0BOB", owner_id="U0CAROL")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert statements == ["INSERT INTO TIMELINE_ENTRY"]
+    assert (decision.kind, decision.text, decision.new_value, decision.source) == \
+        ("decision", "Roll back prompt template v14", "U0CAROL", "command")
+    assert decision.occurred_at.tzinfo is not None
+    assert db.scalar("SELECT incident_id FROM timeline_entry WHERE id = :i", i=decision.id) == first.id
+
+    db.empty()
+    declare(db, title="Another incident takes the first id and number", channel="C0OTHER")
+    second = declare(db, title="The room's incident now", channel=first.channel_id)
+    assert (second.id, second.number) != (first.id, first.number)
+    with db.sessions.begin() as session:
+        note = incidents.record_note(session, first.channel_id, "lands on the room's incident", "U0BOB")
+    assert db.scalar("SELECT incident_id FROM timeline_entry WHERE id = :i", i=note.id) == second.id
+
+    db.empty()
+    with pytest.raises(NotAnIncidentChannel):
+        with db.sessions.begin() as session:
+            incidents.record_note(session, first.channel_id, "no incident here any more", "U0BOB")
+    assert db.scalar("SELECT count(*) FROM timeline_entry") == 0
+
+
 def test_an_entry_written_after_a_change_in_the_same_transaction_sees_it(db):
     """Entries are written with Core (one INSERT … RETURNING): what the ORM holds unwritten is flushed first."""
     incident = declare(db)
