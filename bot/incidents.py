@@ -302,7 +302,7 @@ class RoomIncident(NamedTuple):
 # Notes and decisions are the most frequent commands. A room's incident is remembered by the process
 # (in the dict a session factory shares among its sessions, bot.db.make_session_factory) and the
 # entry is written only if the room still belongs to it: one statement instead of a query and an
-# insert (on PostgreSQL a round trip, and a third of the command's CPU). The condition makes the
+# insert (on PostgreSQL a round trip, and a sixth of the command's CPU). The condition makes the
 # remembered incident a hint, never a risk: a database restored from a backup, or emptied and
 # refilled (the tests do it under a running bot), may put another incident in the same room.
 _INCIDENT_TO_LOG_IN = select(Incident.id, Incident.number).where(Incident.channel_id == bindparam("channel_id"))

@@ -335,3 +335,31 @@ def test_a_crash_in_the_middle_of_declarations_leaves_only_whole_incidents(outag
     # The same process carries on: the next declaration takes the next number.
     result = slack.command(ALICE, GENERAL, "declare sev3 after the crash")
     assert result.status == 200 and f"INC-{len(incidents) + 1}" in said(result), result.body
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_before_a_command_uses_it(database):
+    """An idle pooled connection whose server process ended (a restart, an idle-session timeout, an
+    administrator's pg_terminate_backend) is noticed at checkout and replaced, so the command that
+    would have used it runs; a healthy connection is handed out again as it is (no SELECT 1 first)."""
+    if database.backend != "postgresql":
+        pytest.skip("SQLite has no server to hang up")
+    from bot.db import make_engine
+
+    engine = make_engine(database.url)
+
+    def backend_pid() -> int:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    try:
+        first = backend_pid()
+        assert backend_pid() == first  # the same connection, reused
+        with database.engine.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        eventually(lambda: not database.scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid",
+                                               pid=first))
+        replaced = backend_pid()
+        assert replaced != first
+        assert backend_pid() == replaced
+    finally:
+        engine.dispose()
