@@ -337,6 +337,7 @@ def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, te
             # The log line names the incident (bot.observability names it from rows loaded; none was).
             observability.saw_incident(incident.reference)
             return _timeline_item(row, redacted.kinds())
+        known.pop(channel_id, None)  # the room is not that incident's any more
     row = session.execute(_INCIDENT_TO_LOG_IN, {"channel_id": channel_id}).one_or_none()
     if row is None:
         _found_in_channel(None)

@@ -5,8 +5,9 @@ Context. Each Slack request over HTTP gets a `Scope` when it reaches the WSGI ap
 or the load balancer's `X-Request-Id` when it sends a sane one; Socket Mode deliveries get theirs when
 Bolt dispatches them). Bolt runs listeners on other threads: `ContextThreadPoolExecutor` carries the
 scope over. The incident is noticed where it is read: an `Incident` row loaded (or inserted, for a
-declaration) while a scope is active names the scope's incident; a request that touches several
-incidents names none. The reminder ticker opens a scope per delivery, fixed to the reminder's incident.
+declaration) while a scope is active names the scope's incident, as does a service that finds an
+incident without loading its row (`saw_incident`); a request that touches several incidents names
+none. The reminder ticker opens a scope per delivery, fixed to the reminder's incident.
 
 Metrics live in this module's own registry (`REGISTRY`), one set per process.
 """
