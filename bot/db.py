@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import select
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +11,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from bot.idle_sockets import hung_up
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONNECT_TIMEOUT_SECONDS = 2
@@ -102,9 +103,7 @@ def _refuse_a_connection_the_server_closed(dbapi_connection, _record, _proxy) ->
     instead, answered "could not record this", and the pool starts afresh."""
     if dbapi_connection.closed or getattr(dbapi_connection, "broken", False):
         raise DisconnectionError("the connection is closed")
-    poller = select.poll()  # not select(): a busy process may hold descriptors past FD_SETSIZE
-    poller.register(dbapi_connection.fileno(), select.POLLIN)
-    if poller.poll(0):
+    if hung_up(dbapi_connection):
         raise DisconnectionError("the database server closed this connection while it was idle")
 
 

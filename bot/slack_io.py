@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import io
 import logging
-import select
 import ssl
 import threading
 import urllib.request
@@ -24,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 
 from bot import observability
+from bot.idle_sockets import hung_up
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class KeepAliveWebClient(WebClient):
                 if not idle:
                     return None
                 connection = idle.pop()
-            if connection.sock is not None and not select.select([connection.sock], [], [], 0)[0]:
+            if connection.sock is not None and not hung_up(connection.sock):
                 return connection
             connection.close()
 
