@@ -79,6 +79,10 @@ def serve_bare(port: int) -> None:
     from bot.slack_io import make_client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("WARROOM_CPU"):
+        from bot.cli import pin_to_one_cpu
+
+        pin_to_one_cpu(int(os.environ["WARROOM_CPU"]))  # `--pin both`: the deployment the bot gets
     app = App(client=make_client(os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_API_URL"]),
               signing_secret=os.environ["SLACK_SIGNING_SECRET"], process_before_response=False,
               token_verification_enabled=True, raise_error_for_unhandled_request=False)
@@ -324,8 +328,14 @@ def throwaway_database(backend: str, tmp: Path) -> Iterator[Database]:
         drop()
 
 
+def pinned(n: int, pin: bool) -> dict:
+    """The environment that pins server number n (from 0) to a CPU of its own, as docs/deploy.md advises."""
+    return {"WARROOM_CPU": str(n % (os.cpu_count() or 1))} if pin else {}
+
+
 def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], sender: ClientProcess,
-                plan: list[tuple[int, int]], rounds: int, warmup: int, processes: int, tmp: Path) -> list[Cell]:
+                plan: list[tuple[int, int]], rounds: int, warmup: int, processes: int, pin_bot: bool,
+                tmp: Path) -> list[Cell]:
     cells = []
     tmp.mkdir(parents=True, exist_ok=True)
     with throwaway_database(backend, tmp) as database:
@@ -334,8 +344,9 @@ def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], se
             print(f"PostgreSQL server {database.scalar('SHOW server_version')}", flush=True)
         incident = open_incident(database, load_playbook(None), title=f"ack latency benchmark on {backend}",
                                  severity=1, channel=channel["id"])
-        bots = [BotProcess(bot_environment(database.url, standin), free_port(), tmp / f"bot-{backend}-{n}.log")
-                for n in range(1, processes + 1)]
+        bots = [BotProcess(bot_environment(database.url, standin, **pinned(n, pin_bot)), free_port(),
+                           tmp / f"bot-{backend}-{n + 1}.log")
+                for n in range(processes)]
         try:
             for bot in bots:
                 bot.wait_healthy()
@@ -423,6 +434,10 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1,
                         help="`warroom serve` processes on the one database, and as many bare apps, the "
                              "clients spread over them as a load balancer would")
+    parser.add_argument("--pin", choices=("bot", "none", "both"), default="bot",
+                        help="which servers run pinned, each process to a CPU of its own (WARROOM_CPU): the bot, "
+                             "as docs/deploy.md advises, with the bare app left to the scheduler, where it is "
+                             "fastest (default); neither; or both")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -453,21 +468,23 @@ def main() -> int:
           f"{platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in
                                                        ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy", "psycopg")))
     print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; {args.rounds} rounds; "
-          f"{args.processes} process(es) of each server; logs in {tmp}", flush=True)
+          f"{args.processes} process(es) of each server; pinned to a CPU each: {args.pin}; logs in {tmp}",
+          flush=True)
     cells: list[Cell] = []
     standin = SlackStandIn(bot_token=BOT_TOKEN).start()
     sender = ClientProcess()
     bares: list[BotProcess] = []
     try:
         # The bare app as child processes, started and stopped like `warroom serve`, as many as the bot's.
-        for n in range(1, args.processes + 1):
-            bares.append(BotProcess(bot_environment("sqlite://", standin), free_port(), tmp / f"bare-bolt-{n}.log",
-                                    "benchmarks.ack_latency", "--serve-bare"))
+        for n in range(args.processes):
+            bares.append(BotProcess(bot_environment("sqlite://", standin, **pinned(n, args.pin == "both")),
+                                    free_port(), tmp / f"bare-bolt-{n + 1}.log", "benchmarks.ack_latency",
+                                    "--serve-bare"))
         for bare in bares:
             bare.wait_healthy()
         for backend in backends:
             cells += run_backend(backend, standin, bares, sender, plan, args.rounds, args.warmup, args.processes,
-                                 tmp / backend)
+                                 args.pin != "none", tmp / backend)
     finally:
         for bare in bares:
             bare.stop()

@@ -43,10 +43,16 @@ def cmd_serve(args) -> int:
 
     settings = load_settings()
     settings.require_slack_credentials(socket_mode=args.socket)
+    cpu = getattr(args, "cpu", None)
+    cpu = settings.warroom_cpu if cpu is None else cpu
+    if cpu is not None:
+        pin_to_one_cpu(cpu)  # before the server, the ticker and the listener pools start their threads
     # From here on the process logs one JSON object a line (or text), with request and incident ids.
     configure_logging(getattr(args, "log_format", None) or settings.warroom_log_format, settings_secrets(settings))
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not two lines a tick; warnings stay
+    if cpu is not None:
+        logging.getLogger("bot.cli").info("pinned to CPU %d", cpu)
     runtime = Runtime.from_settings(settings)
     problem = pending_migrations(runtime.engine)
     if problem:
@@ -56,6 +62,21 @@ def cmd_serve(args) -> int:
     else:
         server.serve_http(runtime, args.host or settings.warroom_host, args.port or settings.warroom_port)
     return 0
+
+
+def pin_to_one_cpu(cpu: int) -> None:
+    """Keep this process (every thread it has or will start) on one CPU; see Settings.warroom_cpu."""
+    import os
+
+    if not hasattr(os, "sched_setaffinity"):
+        raise SettingsError(f"cannot pin to CPU {cpu} (WARROOM_CPU, --cpu): this system has no CPU "
+                            "affinity; leave it unset")
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise SettingsError(f"cannot pin to CPU {cpu} (WARROOM_CPU, --cpu): this process may only run on "
+                            f"CPU {', '.join(map(str, allowed))}; pick one of them, or leave it unset")
+    for thread_id in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
+        os.sched_setaffinity(int(thread_id), {cpu})
 
 
 def cmd_sandbox(args) -> int:
@@ -188,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default WARROOM_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default WARROOM_PORT or 3000)")
     serve.add_argument("--socket", action="store_true", help="use Socket Mode (needs SLACK_APP_TOKEN)")
+    serve.add_argument("--cpu", type=int, help="pin the process to this CPU (default WARROOM_CPU or not pinned)")
     serve.add_argument("--log-format", choices=("json", "text"),
                        help="log lines as JSON objects or plain text (default WARROOM_LOG_FORMAT or json)")
     serve.set_defaults(func=cmd_serve)

@@ -79,6 +79,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
         autoescape=False,  # HTML escaping is wrong for mrkdwn; _finalize escapes instead
+        auto_reload=False,  # templates ship with the code: no stat of each file on every render
     )
     env.globals.update(mention=mention, channel_link=channel_link, ROLES=ROLES)
     env.filters.update(utc=utc, duration=format_duration)
@@ -102,7 +103,7 @@ def utc_seconds(moment: datetime | None) -> str:
 
 def _unescaped_environment(**filters) -> Environment:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES_DIR)), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, autoescape=False)
+                      trim_blocks=True, lstrip_blocks=True, autoescape=False, auto_reload=False)
     env.globals.update(ROLES=ROLES)
     env.filters.update(filters)
     return env

@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     # How long ids of handled Slack deliveries (event ids, command trigger ids) are kept, so a
     # redelivery is recognised: Slack retries a failed event over about 5 minutes. At least 1h.
     warroom_event_retention: str = "24h"
+    # Pin `warroom serve` to this one CPU (its number, as `taskset -c` takes it); empty: not pinned.
+    # One interpreter runs one thread at a time, so its threads spread over several CPUs mostly
+    # wake each other across them; on the 2-core benchmark machine pinning cut the context
+    # switches a command by three quarters (docs/deploy.md "Speed"). Give each process its own CPU.
+    warroom_cpu: int | None = Field(default=None, ge=0)
+
+    @field_validator("warroom_cpu", mode="before")
+    @classmethod
+    def _empty_cpu_is_unpinned(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("warroom_tick")
     @classmethod
