@@ -5,7 +5,8 @@ app that only calls `ack()` (this file with `--serve-bare`: a child process buil
 app, with the same signing secret, token check and ack mode, served by waitress with 16 threads
 through the same `SlackRequestHandler`), and, per backend, a fresh database (SQLite file or a
 throwaway PostgreSQL database) holding one declared incident with its war room, and a real
-`warroom serve` process. Then, for 1, 8 and 32 concurrent clients (threads in a client process of
+`warroom serve` process, pinned to a CPU of its own as docs/deploy.md advises (`--pin`: the bare
+app is left to the scheduler by default, where its p99 is lowest). Then, for 1, 8 and 32 concurrent clients (threads in a client process of
 their own, each with its own keep-alive `http.client` connection, sending back to back), it sends signed
 `/incident decision` and `/incident note` commands from the war room, alternating, each with its
 own trigger id. The bare app and the bot take turns (`--rounds`, 3 by default, each with a share

@@ -30,6 +30,9 @@ INJECT = "drill_inject"
 # severity is the room's first judgement, and the scorecard times it.
 START_SEVERITY = 4
 MAX_SPEED = 600.0
+# How long an inject that fell due before its war room was opened waits for the room; a room that
+# is not open by then failed to open, and the inject is closed unposted.
+ROOM_AWAITED = timedelta(minutes=2)
 # How long `/incident drill next` holds an inject it released while it posts it.
 RELEASE_LEASE = timedelta(seconds=60)
 
@@ -132,6 +135,11 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime, late_aft
     prepared = []
     for reminder in reminders:
         incident, scenario, ended_at = by_incident[reminder.incident_id]
+        if ended_at is None and incident.channel_id is None and now - reminder.due_at < ROOM_AWAITED:
+            # The room is still being opened (a fast drill's first inject can fall due before it
+            # is): leave the inject for the next tick rather than losing it.
+            reminder.claimed_by, reminder.lease_expires_at = None, now
+            continue
         if ended_at is not None or incident.channel_id is None:
             reminder.delivered_at, reminder.outcome, reminder.lease_expires_at = now, "superseded", None
             continue

@@ -250,3 +250,18 @@ def test_a_drill_ends_once_and_then_releases_nothing(slack, standin, drill_env):
     assert "already ended" in ack(slack.command(BOB, room, "drill end"))
     assert "has ended" in ack(slack.command(BOB, room, "drill next"))
     assert database.scalar("SELECT count(*) FROM timeline_entry") == entries
+
+
+def test_an_inject_due_before_the_room_is_open_waits_for_it(slack, standin, drill_env):
+    database, _ = drill_env
+    # Opening the room takes 2.5 s, while the ticker (1 s) finds inject 1 (at 0m) due at once.
+    standin.delay("conversations.create", 2.5)
+    try:
+        room = start(slack, standin, database, speed=60)
+    finally:
+        standin.delay("conversations.create", 0)
+    first = eventually(lambda: [m for m in injects_posted(standin, room) if "inject 1/" in m["text"]])
+    assert "another company's chargeback list" in first[0]["text"]
+    assert eventually(lambda: database.scalar(
+        "SELECT outcome FROM reminder WHERE kind = 'drill_inject' AND subject = 1")) == "posted"
+    run(slack, room, "drill end")
