@@ -6,11 +6,12 @@ app, with the same signing secret, token check and ack mode, served by waitress 
 through the same `SlackRequestHandler`), and, per backend, a fresh database (SQLite file or a
 throwaway PostgreSQL database) holding one declared incident with its war room, and a real
 `warroom serve` process, pinned to a CPU of its own as docs/deploy.md advises (`--pin`: the bare
-app is left to the scheduler by default, where its p99 is lowest). Then, for 1, 8 and 32 concurrent clients (threads in a client process of
-their own, each with its own keep-alive `http.client` connection, sending back to back), it sends signed
-`/incident decision` and `/incident note` commands from the war room, alternating, each with its
-own trigger id. The bare app and the bot take turns (`--rounds`, 3 by default, each with a share
-of the requests and an unmeasured warm-up), so a slow spell of a shared machine falls on both.
+app is left to the scheduler by default, where its p99 is lowest). Then, for 1, 8 and 32
+concurrent clients (threads in a client process of their own, each with its own keep-alive
+`http.client` connection, sending back to back), it sends signed `/incident decision` and
+`/incident note` commands from the war room, alternating, each with its own trigger id. The bare
+app and the bot take turns (`--rounds`, 3 by default, each with a share of the requests and an
+unmeasured warm-up), so a slow spell of a shared machine falls on both.
 Latency is the time until the HTTP response (the ack) arrives; the bot's after-ack Slack work
 (posting the entry into the war room on the stand-in) is real load and is kept, and the script
 waits for it to finish before the next turn. After each cell it checks that every command is in
