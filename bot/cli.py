@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from bot.export import RecordError
@@ -43,16 +44,13 @@ def cmd_serve(args) -> int:
 
     settings = load_settings()
     settings.require_slack_credentials(socket_mode=args.socket)
-    cpu = getattr(args, "cpu", None)
-    cpu = settings.warroom_cpu if cpu is None else cpu
-    if cpu is not None:
-        pin_to_one_cpu(cpu)  # before the server, the ticker and the listener pools start their threads
     # From here on the process logs one JSON object a line (or text), with request and incident ids.
     configure_logging(getattr(args, "log_format", None) or settings.warroom_log_format, settings_secrets(settings))
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # not two lines a tick; warnings stay
+    cpu = args.cpu if getattr(args, "cpu", None) is not None else settings.warroom_cpu
     if cpu is not None:
-        logging.getLogger("bot.cli").info("pinned to CPU %d", cpu)
+        pin_to_one_cpu(cpu)  # before the server, the ticker and the listener pools start their threads
     runtime = Runtime.from_settings(settings)
     problem = pending_migrations(runtime.engine)
     if problem:
@@ -66,8 +64,6 @@ def cmd_serve(args) -> int:
 
 def pin_to_one_cpu(cpu: int) -> None:
     """Keep this process (every thread it has or will start) on one CPU; see Settings.warroom_cpu."""
-    import os
-
     if not hasattr(os, "sched_setaffinity"):
         raise SettingsError(f"cannot pin to CPU {cpu} (WARROOM_CPU, --cpu): this system has no CPU "
                             "affinity; leave it unset")
@@ -77,6 +73,7 @@ def pin_to_one_cpu(cpu: int) -> None:
                             f"CPU {', '.join(map(str, allowed))}; pick one of them, or leave it unset")
     for thread_id in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else [0]:
         os.sched_setaffinity(int(thread_id), {cpu})
+    logging.getLogger("bot.cli").info("pinned to CPU %d", cpu)
 
 
 def cmd_sandbox(args) -> int:
