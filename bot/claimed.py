@@ -18,3 +18,7 @@ class ClaimedReminder(BaseModel):
     incident_id: int
     reference: str
     dedupe_key: str  # sent as message metadata, so a retry can find an earlier post
+
+    def settle(self, session) -> None:
+        """Anything besides the ledger row to write once this reminder is delivered or given up."""
+        return None

@@ -307,7 +307,8 @@ class RoomIncident(NamedTuple):
 # refilled (the tests do it under a running bot), may put another incident in the same room.
 _INCIDENT_TO_LOG_IN = select(Incident.id, Incident.number).where(Incident.channel_id == bindparam("channel_id"))
 _INCIDENT_COLUMNS = Incident.__table__.c
-_LOGGED_IN_ROOM = ("incident_id", "kind", "actor_id", "text", "new_value", "occurred_at", "recorded_at", "source")
+_LOGGED_IN_ROOM = ("incident_id", "kind", "actor_id", "text", "new_value", "occurred_at", "recorded_at", "source",
+                   "awaiting_room_post")
 _ROOM_PARAMS = {name: bindparam(name, type_=_ENTRY_COLUMNS[name].type) for name in _LOGGED_IN_ROOM}
 _INSERT_ENTRY_IF_ROOM_IS = _ENTRY_TABLE.insert().from_select(
     _LOGGED_IN_ROOM,
@@ -321,7 +322,8 @@ ROOM_INCIDENTS_KEPT = 4096
 
 def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, text: str,
                  new_value: str | None = None) -> TimelineItem:
-    """Add a note or decision to the timeline of the incident whose war room this is."""
+    """Add a note or decision to the timeline of the incident whose war room this is, its message
+    in the room owed (posted after the ack; bot.after_ack)."""
     known = session.info.setdefault(ROOM_INCIDENTS, {})
     incident = known.get(channel_id)
     if incident is not None:
@@ -331,7 +333,7 @@ def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, te
         row = session.execute(_INSERT_ENTRY_IF_ROOM_IS, {
             "incident_id": incident.id, "number": incident.number, "channel_id": channel_id, "kind": kind,
             "actor_id": actor_id, "text": redacted.text, "new_value": new_value, "occurred_at": now,
-            "recorded_at": now, "source": "command"}).one_or_none()
+            "recorded_at": now, "source": "command", "awaiting_room_post": True}).one_or_none()
         if row is not None:
             _remember_redacted(session, incident.id, redacted)
             # The log line names the incident (bot.observability names it from rows loaded; none was).
@@ -345,7 +347,7 @@ def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, te
         known.clear()  # a bound, not a cache policy: thousands of rooms in one process is rare
     incident = known[channel_id] = RoomIncident(*row)
     observability.saw_incident(incident.reference)
-    return add_entry(session, incident, kind, actor_id, text=text, new_value=new_value)
+    return add_entry(session, incident, kind, actor_id, text=text, new_value=new_value, awaiting_room_post=True)
 
 
 def record_decision(session: Session, channel_id: str, text: str, actor_id: str,

@@ -115,8 +115,14 @@ class TimelineEntry(Base):
     """One thing that happened in an incident, in the order and at the time it happened."""
 
     __tablename__ = "timeline_entry"
-    # A pinned message (or any other delivery Slack may repeat) is recorded once per incident.
-    __table_args__ = (UniqueConstraint("incident_id", "dedupe_key"),)
+    __table_args__ = (
+        # A pinned message (or any other delivery Slack may repeat) is recorded once per incident.
+        UniqueConstraint("incident_id", "dedupe_key"),
+        # The ticker looks for entries whose room post is overdue (bot.after_ack) at every tick:
+        # only the few awaiting one are in this index, however long the timelines grow.
+        Index("ix_timeline_entry_awaiting_room_post", "recorded_at",
+              postgresql_where=text("awaiting_room_post"), sqlite_where=text("awaiting_room_post = 1")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     incident_id: Mapped[int] = mapped_column(
@@ -133,6 +139,9 @@ class TimelineEntry(Base):
     source: Mapped[str] = mapped_column(String(20), default="command")
     source_ref: Mapped[str | None] = mapped_column(String(200), nullable=True)
     dedupe_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    # Its message in the war room is owed, posted after the ack: true from the commit until the
+    # process that posted it (or told the person it could not) says so; see bot.after_ack.
+    awaiting_room_post: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ProcessedEvent(Base):

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot import actions, assessment, cadence, drills, rules
+from bot import actions, after_ack, assessment, cadence, drills, rules
 from bot.actions import ActionReminderDue
+from bot.after_ack import RoomOpenDue, RoomPostDue
 from bot.assessment import ClockDue
 from bot.cadence import ReminderDue
 from bot.db import dialect_insert
@@ -26,7 +27,7 @@ from bot.rules import RequirementDue
 MAX_RETRY_BACKOFF = timedelta(seconds=60)
 KEY = ["incident_id", "kind", "subject", "due_at"]
 
-Due = ReminderDue | ActionReminderDue | RequirementDue | ClockDue | InjectDue
+Due = ReminderDue | ActionReminderDue | RequirementDue | ClockDue | InjectDue | RoomPostDue | RoomOpenDue
 
 
 class DeliveryFailed(Exception):
@@ -38,14 +39,16 @@ class DeliveryFailed(Exception):
         self.permanent = permanent
 
 
-def schedule_due_reminders(session: Session, now: datetime) -> None:
-    """Write a reminder row for everything that fell due: updates, escalations, action reminders.
+def schedule_due_reminders(session: Session, now: datetime,
+                           repost_after: timedelta = after_ack.REPOST_AFTER) -> None:
+    """Write a reminder row for everything that fell due: updates, escalations, action reminders,
+    and the Slack work a dead process left owed (`repost_after` past the command, bot.after_ack).
 
     Idempotent across processes: the unique key turns a second scheduling into nothing, and rows
     already on the ledger are skipped before the insert so a long-overdue update costs no churn.
     """
     for owed in (*cadence.owed_reminders(now), *actions.owed_reminders(now), *rules.owed_reminders(now),
-                 *assessment.owed_reminders(now)):
+                 *assessment.owed_reminders(now), *after_ack.owed_reminders(now, repost_after)):
         owed = owed.subquery()
         incident_id, kind, subject, due_at = owed.c
         new = select(incident_id, kind, subject, due_at, literal(now), literal(0), literal(False)).where(
@@ -90,7 +93,8 @@ def claim_due_reminders(session: Session, owner: str, now: datetime, late_after:
             *actions.prepare(session, of_kinds(*actions.ACTION_REMINDER_KINDS), now, late_after),
             *rules.prepare(session, of_kinds(rules.REQUIREMENT_MISSED), now, late_after),
             *assessment.prepare(session, of_kinds(assessment.NOTIFICATION_DUE), now, late_after),
-            *drills.prepare(session, of_kinds(drills.INJECT), now, late_after)]
+            *drills.prepare(session, of_kinds(drills.INJECT), now, late_after),
+            *after_ack.prepare(session, of_kinds(after_ack.ROOM_POST, after_ack.ROOM_OPEN), now, late_after)]
 
 
 def _still_ours(reminder: Reminder, owner: str) -> bool:
@@ -104,8 +108,14 @@ def mark_delivered(session: Session, due: Due, owner: str, slack_ts: str | None,
         return False
     reminder.delivered_at, reminder.outcome, reminder.slack_ts = now, "posted", slack_ts
     reminder.late, reminder.lease_expires_at = due.late, None
-    session.add(due.delivered_entry(now))
+    _add_entry(session, due.delivered_entry(now))
+    due.settle(session)
     return True
+
+
+def _add_entry(session: Session, entry) -> None:
+    if entry is not None:  # some deliveries add nothing to the timeline (bot.after_ack)
+        session.add(entry)
 
 
 def mark_failed(session: Session, due: Due, owner: str, failure: DeliveryFailed, now: datetime) -> None:
@@ -116,7 +126,8 @@ def mark_failed(session: Session, due: Due, owner: str, failure: DeliveryFailed,
     reminder.last_error = failure.error[:200]
     if failure.permanent:
         reminder.delivered_at, reminder.outcome, reminder.lease_expires_at = now, "failed", None
-        session.add(due.failed_entry(now, failure.error))
+        _add_entry(session, due.failed_entry(now, failure.error))
+        due.settle(session)
         return
     backoff = min(timedelta(seconds=2 ** min(reminder.attempts, 6)), MAX_RETRY_BACKOFF)
     reminder.claimed_by, reminder.lease_expires_at = None, now + backoff

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.after_ack import PostedEntries
 from bot.db import make_engine, make_session_factory
 from bot.incidents import claim_event
 from bot.playbook import Playbook, load_playbook
@@ -49,6 +50,8 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker
     playbook: Playbook
+    # Notes and decisions whose room message this process posted, cleared by its ticker (bot.after_ack).
+    posted_entries: PostedEntries = field(default_factory=PostedEntries)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:

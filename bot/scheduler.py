@@ -37,6 +37,9 @@ Deliver = Callable[[Due], "str | None"]
 # Old delivery ids are pruned this often (and at start-up), in batches of this many rows a transaction.
 PRUNE_EVERY = timedelta(minutes=10)
 PRUNE_BATCH = 1000
+# Seconds between marking this process's posted notes and decisions in the database, a batch at a
+# time: what a process killed meanwhile leaves is looked up in the room, not posted twice.
+POSTED_ENTRIES_CLEARED_EVERY = 1.0
 
 
 def prune_processed_events(sessions: sessionmaker, received_before: datetime, batch_size: int = PRUNE_BATCH) -> int:
@@ -88,12 +91,24 @@ class Ticker:
                                start_date=utcnow() + timedelta(seconds=random.uniform(0, prune_every)),
                                coalesce=True, max_instances=1)
         self.scheduler.add_job(self.prune_once, id="first-prune")
+        self.scheduler.add_job(self.clear_posted_entries, "interval", seconds=POSTED_ENTRIES_CLEARED_EVERY,
+                               coalesce=True, max_instances=1, id="posted-entries")
         self.scheduler.start()
         return self
 
     def stop(self) -> None:
         self.scheduler.shutdown(wait=True)
         self.pool.shutdown(wait=True)
+        self.clear_posted_entries()  # a clean stop leaves nothing for another process to look up
+
+    def clear_posted_entries(self) -> int:
+        """Tell the database which notes and decisions this process has posted (bot.after_ack)."""
+        try:
+            return self.runtime.posted_entries.flush(self.runtime.sessions)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("incident database unreachable; %d posted entries wait to be marked (%s)",
+                        self.runtime.posted_entries.pending(), type(exc.orig).__name__)
+            return 0
 
     def scheduled_tick(self) -> None:
         """A tick from the scheduler: while the database is down, one warning a tick, not a traceback."""
@@ -106,7 +121,7 @@ class Ticker:
         """Schedule what fell due, then claim and deliver it in batches; returns how many were handled."""
         now = utcnow()
         with self.runtime.transaction() as session:
-            reminders.schedule_due_reminders(session, now)
+            reminders.schedule_due_reminders(session, now, self.runtime.settings.repost_after)
         handled = 0
         while True:
             with self.runtime.transaction() as session:

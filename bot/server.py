@@ -171,7 +171,7 @@ def start_ticker(runtime: Runtime, app: App) -> Ticker:
     """The reminder ticker of this process, delivering through the app's Slack client."""
     from commands import reminder_delivery
 
-    return Ticker(runtime, reminder_delivery(app.client), runtime.settings.tick).start()
+    return Ticker(runtime, reminder_delivery(app.client, runtime), runtime.settings.tick).start()
 
 
 def serve_http(runtime: Runtime, host: str, port: int, threads: int = 16) -> None:

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # How long ids of handled Slack deliveries (event ids, command trigger ids) are kept, so a
     # redelivery is recognised: Slack retries a failed event over about 5 minutes. At least 1h.
     warroom_event_retention: str = "24h"
+    # How long a command's room (declare) or room message (note, decision) is left to the process
+    # that acknowledged it before another process opens or posts it: that one died in between. Longer
+    # than a Slack call can take with its retries (bot.after_ack); at least 1s.
+    warroom_repost_after: str = "2m"
     # Pin `warroom serve` to this one CPU (its number, as `taskset -c` takes it); empty: not pinned.
     # One interpreter runs one thread at a time, so its threads spread over several CPUs mostly
     # wake each other across them; on the 2-core benchmark machine pinning cut the context
@@ -74,14 +78,20 @@ class Settings(BaseSettings):
     @field_validator("warroom_event_retention")
     @classmethod
     def _retention_outlasts_slack_retries(cls, value: str) -> str:
-        from datetime import timedelta
+        return _duration_at_least(value, "1h", "keep handled Slack delivery ids at least 1h (Slack redelivers a "
+                                  "failed event for about 5 minutes); the default is 24h")
 
+    @field_validator("warroom_repost_after")
+    @classmethod
+    def _repost_after_leaves_time_to_post(cls, value: str) -> str:
+        return _duration_at_least(value, "1s", "leave the process that acknowledged a command at least 1s to "
+                                  "post its message; the default is 2m")
+
+    @property
+    def repost_after(self):
         from bot.playbook import parse_duration
 
-        if parse_duration(value) < timedelta(hours=1):
-            raise ValueError(f"{value!r} is too short: keep handled Slack delivery ids at least 1h "
-                             "(Slack redelivers a failed event for about 5 minutes); the default is 24h")
-        return value
+        return parse_duration(self.warroom_repost_after)
 
     @property
     def event_retention(self):
@@ -147,3 +157,12 @@ def load_settings(**overrides) -> Settings:
             field = ".".join(str(part) for part in error["loc"]).upper()
             problems.append(f"{field}: {error['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _duration_at_least(value: str, minimum: str, advice: str) -> str:
+    """`value` if it is a duration (5s, 2m, 24h) of at least `minimum`; else a ValueError with `advice`."""
+    from bot.playbook import parse_duration
+
+    if parse_duration(value) < parse_duration(minimum):
+        raise ValueError(f"{value!r} is too short: {advice}")
+    return value

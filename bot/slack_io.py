@@ -291,15 +291,28 @@ def open_dm(client: WebClient, user_id: str) -> str:
     return call("opening a direct message", client.conversations_open, users=user_id)["channel"]["id"]
 
 
+# Pages of a room's history searched for an earlier delivery: a busy room can have thousands of
+# messages since the one looked for (a crash under load leaves many notes to look up).
+HISTORY_PAGES_SEARCHED = 25
+
+
 def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str, key: str,
                              oldest: datetime) -> str | None:
     """The ts of a message we posted with this metadata key since `oldest`, if there is one."""
-    history = call("looking for an earlier delivery", client.conversations_history, channel=channel_id,
-                   oldest=f"{oldest.timestamp():.6f}", include_all_metadata=True, limit=200)
-    for message in history.get("messages", []):
-        metadata = message.get("metadata") or {}
-        if metadata.get("event_type") == event_type and (metadata.get("event_payload") or {}).get("key") == key:
-            return message["ts"]
+    cursor = None
+    for _ in range(HISTORY_PAGES_SEARCHED):
+        history = call("looking for an earlier delivery", client.conversations_history, channel=channel_id,
+                       oldest=f"{oldest.timestamp():.6f}", include_all_metadata=True, limit=200,
+                       **({"cursor": cursor} if cursor else {}))
+        for message in history.get("messages", []):
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") == event_type and (metadata.get("event_payload") or {}).get("key") == key:
+                return message["ts"]
+        cursor = (history.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return None
+    log.warning("no message keyed %s in the last %d pages of %s; posting it", key, HISTORY_PAGES_SEARCHED,
+                channel_id)
     return None
 
 

@@ -6,13 +6,14 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.actions import ActionReminderDue
+from bot.after_ack import RoomOpenDue, RoomPostDue
 from bot.assessment import ClockDue
 from bot import slack_io
 from bot.drills import InjectDue
 from bot.rules import RequirementDue
 from bot.runtime import Runtime
 from commands import (actions, assessment, classify, declare, drill, evidence, help, log, pins, records, roles, state,
-                      updates)
+                      updates, war_room)
 from commands.router import Router
 
 FAMILIES = (declare, roles, log, state, classify, evidence, assessment, updates, records, actions, drill, help, pins)
@@ -30,9 +31,11 @@ def register(app: App, runtime: Runtime) -> Router:
     return router
 
 
-def reminder_delivery(client: WebClient):
+def reminder_delivery(client: WebClient, runtime: Runtime):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
     by_kind = {
+        RoomPostDue: log.deliver_room_post(client),
+        RoomOpenDue: war_room.deliver_room(client, runtime),
         ActionReminderDue: actions.deliver_action_reminder(client),
         RequirementDue: classify.deliver_rule_missed(client),
         ClockDue: assessment.deliver_clock_reminder(client),

@@ -22,7 +22,7 @@ from bot.playbook import Playbook
 from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import DEFAULT_SEVERITY, DeclareRequest, human_text, parse_declare, parse_title
-from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields, run_after_ack
+from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields
 from commands.war_room import open_war_room
 
 DECLARE_VIEW = "declare_incident"
@@ -104,7 +104,7 @@ def register(router: Router, app: App) -> None:
             return
         ack()
         # A form has no response_url: failures are told privately in the channel it was opened from.
-        run_after_ack(reply, client, tell=lambda text: origin and client.chat_postEphemeral(
+        router.after_ack(reply, client, tell=lambda text: origin and client.chat_postEphemeral(
             channel=origin, user=user_id, text=text))
 
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from slack_bolt import App
 
-from bot import incidents
+from bot import after_ack, incidents, slack_io
+from bot.after_ack import RoomPostDue
+from bot.reminders import DeliveryFailed
 from bot.render import render
+from commands.messages import ROOM_GONE_ERRORS, section_blocks
 from commands.parsing import parse_entry, parse_no_arguments
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
 
 TIMELINE_SHOWN = 20
+# The room is searched from this long before the entry was recorded for its message: Slack stamps
+# the message by its own clock, which may be behind ours.
+CLOCK_MARGIN = timedelta(minutes=1)
 
 
 def register(router: Router, app: App) -> None:
@@ -27,12 +35,21 @@ def register(router: Router, app: App) -> None:
             wanted = parse_entry(subcommand, request.args)
             with runtime.transaction() as session:
                 entry = recorders[subcommand](session, request.channel_id, wanted, request.user_id)
-            return Reply(
-                then=lambda client: post(client, request.channel_id,
-                                         render("timeline_entry_logged.slack.j2", entry=entry)),
-                then_failure=f"The {subcommand} is in the timeline, but",
-            )
+            return Reply(then=lambda client: post_entry(client, request.channel_id, entry),
+                         then_failure=f"The {subcommand} is in the timeline, but")
         return log_entry
+
+    def post_entry(client, channel_id: str, entry: incidents.TimelineItem) -> None:
+        """Post the entry in the room, tagged with its key, and let the ticker mark it posted. A post
+        Slack refused is marked too: the person is told (run_after_ack) and it is not posted behind
+        their back later; only a process that died before either leaves it to another (bot.after_ack)."""
+        try:
+            post(client, channel_id, render("timeline_entry_logged.slack.j2", entry=entry),
+                 metadata=entry_metadata(entry.id))
+        except slack_io.SlackCallFailed:
+            runtime.posted_entries.add(entry.id)
+            raise
+        runtime.posted_entries.add(entry.id)
 
     def timeline(request: SlashRequest) -> Reply:
         parse_no_arguments("timeline", request.args)
@@ -46,3 +63,23 @@ def register(router: Router, app: App) -> None:
     for subcommand in recorders:
         router.add(subcommand, make_entry_handler(subcommand))
     router.add("timeline", timeline)
+
+
+def entry_metadata(entry_id: int) -> dict:
+    return {"event_type": after_ack.ENTRY_EVENT, "event_payload": {"key": after_ack.entry_key(entry_id)}}
+
+
+def deliver_room_post(client):
+    """The ticker's delivery of a note or decision a dead process may not have posted: looked up in
+    the room by its key first (it may have), else posted, saying it comes late."""
+
+    def deliver(due: RoomPostDue) -> str:
+        text = render("timeline_entry_logged.slack.j2", entry=due.entry, late=True)
+        try:
+            return slack_io.post_once(client, due.channel_id, text=text, blocks=section_blocks([text]),
+                                      event_type=after_ack.ENTRY_EVENT, key=due.dedupe_key, since=due.due_at - CLOCK_MARGIN,
+                                      maybe_posted=True)
+        except slack_io.SlackCallFailed as exc:
+            raise DeliveryFailed(str(exc), permanent=exc.error in ROOM_GONE_ERRORS) from exc
+
+    return deliver

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -83,10 +84,24 @@ class Reply:
 Handler = Callable[[SlashRequest], Reply]
 
 
+# Threads that do the Slack work after acks (posting, opening rooms), apart from Bolt's listener
+# threads: a post waits on Slack (~100 ms from a host far from it, seconds under rate limits), and
+# a listener thread held by one is one fewer to ack with. With the work on the listener threads,
+# a 100 ms post made 8 people's acks 17x the bare app's (benchmarks/ack_latency.py --slack-latency).
+AFTER_ACK_THREADS = 8
+
+
 @dataclass
 class Router:
     runtime: Runtime
     handlers: dict[str, Handler] = field(default_factory=dict)
+    after_ack_pool: Executor = field(default_factory=lambda: observability.ContextThreadPoolExecutor(
+        AFTER_ACK_THREADS, thread_name_prefix="after-ack"))
+
+    def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:
+        """Queue the reply's Slack work (`run_after_ack`) for the after-ack threads; returns at once."""
+        if reply.then is not None:
+            self.after_ack_pool.submit(run_after_ack, reply, client, tell)
 
     def add(self, name: str, handler: Handler) -> None:
         assert name in USAGE, f"document {name} in commands.parsing.USAGE"
@@ -167,7 +182,7 @@ class Router:
                 answer("internal_error", text=INTERNAL_ERROR)
                 return
             answer("ok", text=reply.text, blocks=reply.blocks)
-            run_after_ack(reply, client, tell=lambda text: respond(text=text))
+            self.after_ack(reply, client, tell=lambda text: respond(text=text))
 
 
 def payload_fields(read: Callable[[], object]):
@@ -181,7 +196,8 @@ def payload_fields(read: Callable[[], object]):
 
 
 def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:
-    """Do the slow Slack work; a failure is told to the person (`tell`), never swallowed."""
+    """Do the slow Slack work; a failure is told to the person (`tell`), never swallowed (nothing
+    is raised: on the after-ack threads an exception would be kept in a future no one reads)."""
     if reply.then is None:
         return
     try:
@@ -193,3 +209,7 @@ def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]
     except SQLAlchemyError as exc:
         log.exception("database error after ack")
         tell(database_failure(exc))
+    except Exception:  # noqa: BLE001 - our bug after the ack: told and logged, not a Slack error page
+        log.exception("internal error after ack")
+        tell(render("error.slack.j2", message=f"{reply.then_failure} the bot hit an internal error (it is in "
+                    "the bot's log).", hint="Tell whoever runs Warroom if it happens again."))

@@ -25,7 +25,7 @@ from bot.render import TEMPLATES_DIR, fit_escaped, render, render_plain
 from bot.runtime import Runtime
 from commands.messages import ROOM_GONE_ERRORS, section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument, parse_update
-from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields, run_after_ack
+from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields
 from commands.war_room import post
 
 UPDATE_VIEW = "post_update"
@@ -185,9 +185,9 @@ def register(router: Router, app: App) -> None:
             ack(response_action="errors", errors={"update": database_failure(exc)})
             return
         ack()
-        run_after_ack(Reply(then=lambda c: post_update(c, runtime, change),
-                            then_failure="The update is recorded, but"),
-                      client, tell=lambda text: client.chat_postEphemeral(channel=channel_id, user=user_id, text=text))
+        router.after_ack(Reply(then=lambda c: post_update(c, runtime, change),
+                               then_failure="The update is recorded, but"),
+                         client, tell=lambda text: client.chat_postEphemeral(channel=channel_id, user=user_id, text=text))
 
 
 def _update_form_fields(body: dict, view: dict) -> tuple:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from slack_sdk import WebClient
 
 from bot import incidents, rules, slack_io
+from bot.after_ack import RoomOpenDue
 from bot.incidents import IncidentView
+from bot.reminders import DeliveryFailed
 from bot.render import render
 from bot.rules import FiredRule
 from bot.runtime import Runtime
@@ -18,10 +20,13 @@ def topic_for(incident: IncidentView) -> str:
     return render("topic.slack.j2", incident=incident)[:TOPIC_MAX_CHARS]
 
 
-def post(client: WebClient, channel_id: str, text: str, step: str = "posting to the war room") -> str:
-    """Post rendered mrkdwn as a section; returns the message ts."""
+def post(client: WebClient, channel_id: str, text: str, step: str = "posting to the war room", *,
+         metadata: dict | None = None) -> str:
+    """Post rendered mrkdwn as a section; returns the message ts. `metadata` (Slack's message
+    metadata) tags the message so a later delivery can find it (slack_io.post_once)."""
+    extra = {"metadata": metadata} if metadata else {}
     response = slack_io.call(step, client.chat_postMessage, channel=channel_id, text=text,
-                             blocks=section_blocks([text]), unfurl_links=False)
+                             blocks=section_blocks([text]), unfurl_links=False, **extra)
     return response["ts"]
 
 
@@ -54,6 +59,24 @@ def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -
         post(client, announce_channel, render("announcement.slack.j2", incident=incident),
              step="announcing the incident")
     return incident
+
+
+# Slack's answers to opening a room that retrying cannot change: the bot may not create channels.
+ROOM_REFUSED_ERRORS = {"missing_scope", "not_allowed_token_type", "restricted_action", "invalid_auth",
+                       "account_inactive", "token_revoked", "not_authed"}
+
+
+def deliver_room(client: WebClient, runtime: Runtime):
+    """The ticker's delivery of a war room the process that acknowledged the declaration never
+    opened (it died first, or Slack refused then): open it now; its ts is the pinned card's."""
+
+    def deliver(due: RoomOpenDue) -> str:
+        try:
+            return open_war_room(client, runtime, due.incident).card_ts or ""
+        except slack_io.SlackCallFailed as exc:
+            raise DeliveryFailed(str(exc), permanent=exc.error in ROOM_REFUSED_ERRORS) from exc
+
+    return deliver
 
 
 def announce_rules(client: WebClient, channel_id: str, fired: list[FiredRule]) -> None:

@@ -37,6 +37,8 @@ def test_serve_refuses_an_unmigrated_database_and_says_how_to_fix_it(tmp_path, s
     ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
     ({"WARROOM_CPU": "first"}, "WARROOM_CPU"),
     ({"WARROOM_CPU": "-1"}, "WARROOM_CPU"),
+    ({"WARROOM_REPOST_AFTER": "0s"}, "WARROOM_REPOST_AFTER"),
+    ({"WARROOM_REPOST_AFTER": "soon"}, "WARROOM_REPOST_AFTER"),
     ({"WARROOM_CPU": "4096"}, "cannot pin to CPU 4096 (WARROOM_CPU, --cpu): this process may only run on CPU "),
 ])
 def test_bad_settings_stop_start_up_with_one_clear_line(tmp_path, standin, change, says):

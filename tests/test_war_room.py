@@ -387,7 +387,7 @@ def test_a_post_that_keeps_failing_or_times_out_is_reported_to_the_person(databa
                               timeout=15)
             assert "The note is in the timeline, but posting to the war room failed" in told[0]
             standin.delay("chat.postMessage", 0)
-            kinds = database.rows("SELECT kind, text FROM timeline_entry WHERE kind IN ('decision', 'note')")
+            kinds = database.rows("SELECT kind, text FROM timeline_entry WHERE kind IN ('decision', 'note') ORDER BY id")
             assert [row["kind"] for row in kinds] == ["decision", "note"]
     finally:
         bot.stop()

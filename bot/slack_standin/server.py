@@ -877,6 +877,11 @@ class SlackStandIn:
         with self._lock:
             self._faults[method] = _Fault(status, retry_after, times, error)
 
+    def clear_faults(self) -> None:
+        """Undo every `fail_next` not yet used up: Slack answers normally again."""
+        with self._lock:
+            self._faults.clear()
+
     def wait_until_quiet(self, quiet_for: float = 0.3, timeout: float = 10.0) -> bool:
         """Wait until no Web API call has arrived for `quiet_for` seconds (the bot's after-ack work
         is done); False if calls kept coming until `timeout`."""

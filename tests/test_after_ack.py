@@ -1,0 +1,174 @@
+"""Slack work owed after an ack survives the process that owed it (bot.after_ack).
+
+A note, a decision or a declaration is acknowledged once it is committed; its message or its war
+room comes after the ack. Here the process is killed in between, on SQLite and on PostgreSQL, with
+the stand-in holding Slack's side where the test needs it: the next process opens the room or
+posts the message, once, and a message the dead process did post is found, not posted again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bot.slack_standin.simulator import SlackSimulator
+from tests.conftest import SIGNING_SECRET, entry_key_of, eventually, start_bot
+
+ALICE, BOB = "U0ALICE", "U0BOB"
+GENERAL = "C0GENERAL"
+# The successor takes over what is owed one second after the command (2 minutes by default).
+FAST_TAKEOVER = dict(WARROOM_TICK="1s", WARROOM_REPOST_AFTER="1s")
+
+
+def said(result) -> str:
+    return result.body if isinstance(result.body, str) else (result.body or {}).get("text", "")
+
+
+def posts_of(standin, channel: str, entry_id: int) -> list[dict]:
+    return [m for m in standin.messages(channel) if entry_key_of(m) == f"entry:{entry_id}"]
+
+
+@pytest.fixture
+def database(own_database):
+    return own_database
+
+
+@pytest.fixture
+def processes(database, standin, tmp_path):
+    """Start `warroom serve` processes on the test's database; all stopped at the end."""
+    started = []
+
+    def start(name: str, **env):
+        process = start_bot(database, standin, tmp_path, name=name, **env)
+        started.append(process)
+        return process, SlackSimulator(standin, f"{process.url}/slack/events", SIGNING_SECRET)
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.process.kill()
+        process.stop()
+
+
+def declare_room(slack, database) -> str:
+    declared = slack.command(ALICE, GENERAL, "declare sev2 Support bot quoting a refund policy we don't have")
+    assert declared.status == 200 and "INC-1" in said(declared), declared.body
+    return eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 1"))
+
+
+def kill(process) -> None:
+    process.process.kill()
+    process.process.wait(5)
+
+
+def test_a_posted_note_is_marked_posted_and_tagged_with_its_entry(database, standin, processes):
+    bot, slack = processes("bot", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    assert slack.command(BOB, room, "decision Roll back prompt template v14 to v13").status == 200
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'decision'")
+    [message] = eventually(lambda: posts_of(standin, room, entry_id))
+    assert "Roll back prompt template v14 to v13" in message["text"] and "Posted late" not in message["text"]
+    # The process marks what it posted, a batch a second: nothing is left for another to look up.
+    eventually(lambda: database.scalar(
+        "SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0, timeout=5)
+
+
+def test_a_note_whose_process_died_before_posting_it_is_posted_once_by_the_next(database, standin, processes):
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    # Slack fails every post, so the victim is between retries (0.5 s, then 1 s) when it is killed.
+    standin.fail_next("chat.postMessage", status=500, times=10_000)
+    noted = slack.command(BOB, room, "note Refund answers seen in 12 transcripts since 09:10")
+    assert noted.status == 200 and said(noted) == ""  # acknowledged: committed
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    [entry] = database.rows("SELECT id, awaiting_room_post FROM timeline_entry WHERE kind = 'note'")
+    assert entry["awaiting_room_post"] and posts_of(standin, room, entry["id"]) == []
+
+    successor, _ = processes("successor", **FAST_TAKEOVER)
+    [message] = eventually(lambda: posts_of(standin, room, entry["id"]), timeout=10)
+    assert "Refund answers seen in 12 transcripts since 09:10" in message["text"]
+    assert "Posted late" in message["text"]
+    [reminder] = eventually(lambda: database.rows(
+        "SELECT claimed_by, outcome, slack_ts FROM reminder WHERE kind = 'room_post' AND outcome IS NOT NULL"))
+    assert reminder["outcome"] == "posted" and reminder["slack_ts"] == message["ts"]
+    assert f":{successor.process.pid}:" in reminder["claimed_by"]
+    assert database.scalar("SELECT awaiting_room_post FROM timeline_entry WHERE id = :id", id=entry["id"]) in (
+        False, 0)
+    time.sleep(2.5)  # two more ticks: still once
+    assert len(posts_of(standin, room, entry["id"])) == 1
+    # The timeline has the note once, and nothing about the late post.
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'note'") == 1
+
+
+def test_a_note_posted_just_before_the_process_died_is_found_not_posted_again(database, standin, processes):
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    # The post reaches Slack, which answers slowly: the victim dies before it hears back, and
+    # before it could mark the entry posted.
+    standin.delay("chat.postMessage", 1.5)
+    noted = slack.command(BOB, room, "decision Disable retrieval from the shared-tenant index")
+    assert noted.status == 200 and said(noted) == ""
+    time.sleep(0.5)
+    kill(victim)
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'decision'")
+    [posted] = eventually(lambda: posts_of(standin, room, entry_id), timeout=5)  # Slack finished the post
+    standin.delay("chat.postMessage", 0)
+    assert database.scalar("SELECT awaiting_room_post FROM timeline_entry WHERE id = :id", id=entry_id) in (True, 1)
+
+    processes("successor", **FAST_TAKEOVER)
+    [reminder] = eventually(lambda: database.rows(
+        "SELECT outcome, slack_ts FROM reminder WHERE kind = 'room_post' AND outcome IS NOT NULL"), timeout=10)
+    assert reminder == {"outcome": "posted", "slack_ts": posted["ts"]}  # found by its key
+    assert database.scalar("SELECT awaiting_room_post FROM timeline_entry WHERE id = :id", id=entry_id) in (False, 0)
+    assert posts_of(standin, room, entry_id) == [posted]
+    assert any(call["args"].get("include_all_metadata") for call in standin.calls("conversations.history"))
+
+
+def test_a_declared_incident_whose_process_died_before_opening_its_room_gets_it(database, standin, processes):
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    standin.fail_next("conversations.create", status=500, times=10_000)
+    declared = slack.command(ALICE, GENERAL, "declare sev1 Retrieval leaks another customer's invoices")
+    assert declared.status == 200 and "INC-1" in said(declared), declared.body
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    assert database.scalar("SELECT channel_id FROM incident WHERE number = 1") is None
+
+    successor, _ = processes("successor", **FAST_TAKEOVER)
+    room = eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 1"), timeout=10)
+    card = eventually(lambda: database.scalar("SELECT card_ts FROM incident WHERE number = 1"))
+    eventually(lambda: standin.calls("conversations.setTopic"))
+    assert [c["args"]["timestamp"] for c in standin.calls("pins.add")] == [card]
+    assert len([c for c in standin.calls("conversations.create") if c["ok"]]) == 1
+    assert ALICE in standin.channel(room)["members"]
+    [entry] = eventually(lambda: database.rows(
+        "SELECT text, source FROM timeline_entry WHERE kind = 'room'"))
+    assert entry == {"text": "War room opened late: the bot stopped before opening it", "source": "ticker"}
+    # The room works: a note in it lands on INC-1.
+    slack = SlackSimulator(standin, f"{successor.url}/slack/events", SIGNING_SECRET)
+    assert slack.command(BOB, room, "note Invoices endpoint disabled").status == 200
+    time.sleep(2.5)
+    assert len([c for c in standin.calls("conversations.create") if c["ok"]]) == 1
+
+
+def test_a_room_slack_refuses_for_good_is_given_up_and_said_in_the_timeline(database, standin, processes):
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    standin.fail_next("conversations.create", error="restricted_action", times=10_000)
+    declared = slack.command(ALICE, GENERAL, "declare sev3 Eval scores dropping after the prompt change")
+    assert declared.status == 200
+    # The person who declared is told at once; the process is alive, so no one else takes over yet.
+    told = eventually(lambda: standin.responses())
+    assert "restricted_action" in told[-1]["payload"]["text"]
+    kill(victim)
+    processes("successor", **FAST_TAKEOVER)
+    [entry] = eventually(lambda: database.rows("SELECT text FROM timeline_entry WHERE kind = 'room'"), timeout=10)
+    assert entry["text"] == "War room could not be opened: Slack said creating the channel failed: restricted_action"
+    assert database.scalar("SELECT outcome FROM reminder WHERE kind = 'room_open'") == "failed"
+    creates = len(standin.calls("conversations.create"))
+    time.sleep(2.5)
+    assert len(standin.calls("conversations.create")) == creates  # given up, not retried every tick
