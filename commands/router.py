@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -87,7 +87,7 @@ Handler = Callable[[SlashRequest], Reply]
 # Threads that do the Slack work after acks (posting, opening rooms), apart from Bolt's listener
 # threads: a post waits on Slack (~100 ms from a host far from it, seconds under rate limits), and
 # a listener thread held by one is one fewer to ack with. With the work on the listener threads,
-# a 100 ms post made 8 people's acks 17x the bare app's (benchmarks/ack_latency.py --slack-latency).
+# a 100 ms post made 8 people's acks 14x the bare app's (benchmarks/ack_latency.py --slack-latency).
 AFTER_ACK_THREADS = 8
 
 
@@ -101,7 +101,7 @@ class Router:
     def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:
         """Queue the reply's Slack work (`run_after_ack`) for the after-ack threads; returns at once."""
         if reply.then is not None:
-            self.after_ack_pool.submit(run_after_ack, reply, client, tell)
+            self.after_ack_pool.submit(run_after_ack, reply, client, tell).add_done_callback(_log_if_failed)
 
     def add(self, name: str, handler: Handler) -> None:
         assert name in USAGE, f"document {name} in commands.parsing.USAGE"
@@ -195,9 +195,15 @@ def payload_fields(read: Callable[[], object]):
         return None
 
 
+def _log_if_failed(done: Future) -> None:
+    """An error `run_after_ack` could not tell anyone about (telling itself failed) is logged, not kept
+    in a future no one reads."""
+    if (error := done.exception()) is not None:
+        log.error("after-ack work failed and the person could not be told", exc_info=error)
+
+
 def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:
-    """Do the slow Slack work; a failure is told to the person (`tell`), never swallowed (nothing
-    is raised: on the after-ack threads an exception would be kept in a future no one reads)."""
+    """Do the slow Slack work; a failure is told to the person (`tell`), never swallowed."""
     if reply.then is None:
         return
     try:

@@ -172,3 +172,20 @@ def test_a_room_slack_refuses_for_good_is_given_up_and_said_in_the_timeline(data
     creates = len(standin.calls("conversations.create"))
     time.sleep(2.5)
     assert len(standin.calls("conversations.create")) == creates  # given up, not retried every tick
+
+
+def test_acks_do_not_wait_for_slack_to_answer_the_posts(database, standin, processes):
+    """The after-ack posts run on threads of their own: with Slack taking 2 s to answer each post,
+    ten notes typed one after another are all acknowledged before the first post is answered (on
+    Bolt's five listener threads the sixth ack would wait for a post), and every post still lands."""
+    _, slack = processes("bot")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.delay("chat.postMessage", 2.0)
+    for n in range(10):
+        noted = slack.command(BOB, room, f"note step {n}")
+        assert noted.status == 200 and said(noted) == "", noted.body
+    assert [m for m in standin.messages(room) if entry_key_of(m)] == []  # no post answered yet
+    standin.delay("chat.postMessage", 0)
+    posted = eventually(lambda: len([m for m in standin.messages(room) if entry_key_of(m)]) == 10, timeout=15)
+    assert posted
