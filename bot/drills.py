@@ -114,7 +114,7 @@ def drill_in_channel(session: Session, channel_id: str, *, lock: bool = False) -
     statement = select(Incident, Drill).join(Drill, Drill.incident_id == Incident.id).where(
         Incident.channel_id == channel_id)
     if lock:
-        statement = statement.with_for_update(of=Incident)
+        statement = statement.with_for_update(of=Incident, key_share=True)  # see incidents._incident_in_channel
     row = session.execute(statement).one_or_none()
     if row is None:
         raise NotADrill("This isn't a drill's room.",

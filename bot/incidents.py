@@ -236,8 +236,12 @@ def record_card(session: Session, incident_id: int, card_ts: str) -> None:
 def _incident_in_channel(session: Session, channel_id: str, *, lock: bool = False) -> Incident:
     statement = select(Incident).where(Incident.channel_id == channel_id)
     if lock:
-        # Serialise changes to one incident so concurrent commands see each other's old values.
-        statement = statement.with_for_update()
+        # Serialise changes to one incident so concurrent commands see each other's old values. FOR NO
+        # KEY UPDATE, not FOR UPDATE: that would also block every insert referring to the incident
+        # (its foreign key check takes a key-share lock), and a reminder being recorded as delivered
+        # holds its reminder row while it adds a timeline entry: `drill end`, which locks the incident
+        # and then the drill's reminders, deadlocked with it on PostgreSQL.
+        statement = statement.with_for_update(key_share=True)
     return _found_in_channel(session.scalars(statement).one_or_none())
 
 

@@ -50,10 +50,17 @@ def delivery_key(request: SlashRequest) -> str | None:
     return "trigger:" + hashlib.sha256(request.trigger_id.encode()).hexdigest()[:40]
 
 
+# PostgreSQL's SQLSTATEs for a transaction undone because it collided with another: deadlock_detected,
+# serialization_failure. Nothing was saved, and the same command again will most likely go through.
+CONFLICT_SQLSTATES = {"40P01", "40001"}
+
+
 def database_failure(exc: SQLAlchemyError) -> str:
     """What to tell a person whose command the database refused: it is busy, down, or our bug."""
     if isinstance(exc, PoolTimeout) or (isinstance(exc, OperationalError) and is_lock_timeout(exc)):
         return DATABASE_BUSY  # a lock or the connection pool waited longer than Slack would
+    if isinstance(exc, OperationalError) and getattr(exc.orig, "sqlstate", None) in CONFLICT_SQLSTATES:
+        return DATABASE_BUSY  # PostgreSQL broke a deadlock or a serialization conflict by undoing ours
     if isinstance(exc, (OperationalError, InterfaceError)):
         return DATABASE_DOWN
     return INTERNAL_ERROR

@@ -233,3 +233,21 @@ def test_an_entry_written_after_a_change_in_the_same_transaction_sees_it(db):
     assert entry.kind == "note" and entry.source == "command" and entry.occurred_at.tzinfo is not None
     with db.sessions() as session:
         assert [e.id for e in incidents.recent_timeline(session, incident.id)][-1] == entry.id
+
+
+def test_a_locked_incident_still_takes_entries_from_other_transactions(db):
+    """A command holding its incident (to change it) does not block another transaction adding a
+    timeline entry that refers to it: the ticker recording a delivered reminder holds the reminder's
+    row while it does, and `drill end` (incident first, then the drill's reminders) deadlocked with it."""
+    if db.backend != "postgresql":
+        pytest.skip("SQLite locks the whole database for a write; row locks are PostgreSQL's")
+    incident = declare(db)
+    with db.sessions.begin() as session:
+        incidents.lock_incident_in_channel(session, incident.channel_id)  # held until this block ends
+        with db.engine.connect() as other:
+            other.execute(text("SET lock_timeout = '2s'"))  # waiting on the incident's lock would fail here
+            other.execute(text("INSERT INTO timeline_entry (incident_id, kind, actor_id, text, occurred_at, "
+                               "recorded_at, source) VALUES (:i, 'reminder', 'warroom', 'update due', "
+                               "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'ticker')"), {"i": incident.id})
+            other.commit()
+    assert db.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'reminder'") == 1

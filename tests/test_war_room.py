@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from tests.conftest import clean_slack, eventually, start_bot
 
@@ -391,3 +393,17 @@ def test_a_post_that_keeps_failing_or_times_out_is_reported_to_the_person(databa
             assert [row["kind"] for row in kinds] == ["decision", "note"]
     finally:
         bot.stop()
+
+
+@pytest.mark.parametrize("error, told", [
+    (psycopg.errors.DeadlockDetected, "DATABASE_BUSY"),
+    (psycopg.errors.SerializationFailure, "DATABASE_BUSY"),
+    (psycopg.errors.LockNotAvailable, "DATABASE_BUSY"),
+    (psycopg.errors.AdminShutdown, "DATABASE_DOWN"),
+])
+def test_what_a_person_is_told_names_a_collision_as_busy_not_as_a_database_down(error, told):
+    """PostgreSQL undoing a transaction that collided with another (a deadlock, a serialization
+    conflict) is "busy, try again", not "the database is not answering"."""
+    from commands import router
+
+    assert router.database_failure(OperationalError("UPDATE reminder …", {}, error())) == getattr(router, told)
