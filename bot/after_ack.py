@@ -89,9 +89,6 @@ class RoomOpenDue(ClaimedReminder):
                              recorded_at=now, source="ticker", dedupe_key=self.dedupe_key,
                              text=f"War room could not be opened: Slack said {error}")
 
-    def settle(self, session: Session) -> None:
-        return None
-
 
 def prepare(session: Session, reminders: list[Reminder], now: datetime,
             late_after: timedelta) -> list[RoomPostDue | RoomOpenDue]:

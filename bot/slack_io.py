@@ -8,7 +8,7 @@ import logging
 import ssl
 import threading
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
@@ -291,6 +291,9 @@ def open_dm(client: WebClient, user_id: str) -> str:
     return call("opening a direct message", client.conversations_open, users=user_id)["channel"]["id"]
 
 
+# An earlier delivery is looked for from this long before it could have been posted: Slack stamps a
+# message by its own clock, which may be behind ours.
+CLOCK_MARGIN = timedelta(minutes=1)
 # Pages of a room's history searched for an earlier delivery: a busy room can have thousands of
 # messages since the one looked for (a crash under load leaves many notes to look up).
 HISTORY_PAGES_SEARCHED = 25
@@ -325,12 +328,16 @@ def post_once(client: WebClient, channel: str, *, text: str, blocks: list, event
     """
     if maybe_posted:
         conversation = open_dm(client, channel) if channel.startswith(("U", "W")) else channel
-        already = find_message_by_metadata(client, conversation, event_type, key, oldest=since)
+        already = find_message_by_metadata(client, conversation, event_type, key, oldest=since - CLOCK_MARGIN)
         if already:
             return already
-    metadata = {"event_type": event_type, "event_payload": {"key": key}}
     return call("posting the reminder", client.chat_postMessage, channel=channel, text=text, blocks=blocks,
-                metadata=metadata)["ts"]
+                metadata=keyed_metadata(event_type, key))["ts"]
+
+
+def keyed_metadata(event_type: str, key: str) -> dict:
+    """Slack message metadata carrying our key, by which `find_message_by_metadata` finds the message."""
+    return {"event_type": event_type, "event_payload": {"key": key}}
 
 
 def upload_file(client: WebClient, channel_id: str, *, filename: str, content: bytes, title: str,

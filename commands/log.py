@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from slack_bolt import App
 
 from bot import after_ack, incidents, slack_io
 from bot.after_ack import RoomPostDue
-from bot.reminders import DeliveryFailed
 from bot.render import render
-from commands.messages import ROOM_GONE_ERRORS, section_blocks
+from commands.messages import ROOM_GONE_ERRORS, post_reminder
 from commands.parsing import parse_entry, parse_no_arguments
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
 
 TIMELINE_SHOWN = 20
-# The room is searched from this long before the entry was recorded for its message: Slack stamps
-# the message by its own clock, which may be behind ours.
-CLOCK_MARGIN = timedelta(minutes=1)
 
 
 def register(router: Router, app: App) -> None:
@@ -66,7 +60,7 @@ def register(router: Router, app: App) -> None:
 
 
 def entry_metadata(entry_id: int) -> dict:
-    return {"event_type": after_ack.ENTRY_EVENT, "event_payload": {"key": after_ack.entry_key(entry_id)}}
+    return slack_io.keyed_metadata(after_ack.ENTRY_EVENT, after_ack.entry_key(entry_id))
 
 
 def deliver_room_post(client):
@@ -75,11 +69,7 @@ def deliver_room_post(client):
 
     def deliver(due: RoomPostDue) -> str:
         text = render("timeline_entry_logged.slack.j2", entry=due.entry, late=True)
-        try:
-            return slack_io.post_once(client, due.channel_id, text=text, blocks=section_blocks([text]),
-                                      event_type=after_ack.ENTRY_EVENT, key=due.dedupe_key, since=due.due_at - CLOCK_MARGIN,
-                                      maybe_posted=True)
-        except slack_io.SlackCallFailed as exc:
-            raise DeliveryFailed(str(exc), permanent=exc.error in ROOM_GONE_ERRORS) from exc
+        return post_reminder(client, due.channel_id, text, event_type=after_ack.ENTRY_EVENT, due=due,
+                             permanent_errors=ROOM_GONE_ERRORS)
 
     return deliver

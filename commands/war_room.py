@@ -68,11 +68,13 @@ ROOM_REFUSED_ERRORS = {"missing_scope", "not_allowed_token_type", "restricted_ac
 
 def deliver_room(client: WebClient, runtime: Runtime):
     """The ticker's delivery of a war room the process that acknowledged the declaration never
-    opened (it died first, or Slack refused then): open it now; its ts is the pinned card's."""
+    opened (it died first, or Slack refused then): open it now. Several messages, none the reminder's
+    own, so no ts is kept for it (the card's is on the incident)."""
 
     def deliver(due: RoomOpenDue) -> str:
         try:
-            return open_war_room(client, runtime, due.incident).card_ts or ""
+            open_war_room(client, runtime, due.incident)
+            return ""
         except slack_io.SlackCallFailed as exc:
             raise DeliveryFailed(str(exc), permanent=exc.error in ROOM_REFUSED_ERRORS) from exc
 
