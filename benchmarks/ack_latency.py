@@ -4,12 +4,12 @@ Starts the Slack stand-in (in this process: Slack's side competes for the same C
 app that only calls `ack()` (this file with `--serve-bare`: a child process built like the bot's
 app, with the same signing secret, token check and ack mode, served by waitress with 16 threads
 through the same `SlackRequestHandler`), and, per backend, a fresh database (SQLite file or a
-throwaway PostgreSQL database) holding one declared incident with its war room, and a real
+throwaway PostgreSQL database) holding one declared incident with its war room (`--rooms`: as many), and a real
 `warroom serve` process, pinned to a CPU of its own as docs/deploy.md advises (`--pin`: the bare
 app is left to the scheduler by default, where its p99 is lowest). Then, for 1, 8 and 32
 concurrent clients (threads in a client process of their own, each with its own keep-alive
 `http.client` connection, sending back to back), it sends signed `/incident decision` and
-`/incident note` commands from the war room, alternating, each with its own trigger id. The bare
+`/incident note` commands from the war room(s), alternating, each with its own trigger id. The bare
 app and the bot take turns (`--rounds`, 3 by default, each with a share of the requests and an
 unmeasured warm-up), so a slow spell of a shared machine falls on both.
 Latency is the time until the HTTP response (the ack) arrives; the bot's after-ack Slack work
@@ -154,10 +154,11 @@ class Run:
 
 
 class Commands:
-    """Slack-shaped `/incident decision|note` form bodies from one channel, each with a new trigger."""
+    """Slack-shaped `/incident decision|note` form bodies from the war rooms in turn (channels: id,
+    name), each with a new trigger."""
 
-    def __init__(self, standin: SlackStandIn, channel_id: str, channel_name: str):
-        self.standin, self.channel_id, self.channel_name = standin, channel_id, channel_name
+    def __init__(self, standin: SlackStandIn, rooms: list[dict]):
+        self.standin, self.rooms = standin, rooms
         self._numbers = count(1)
 
     def bodies(self, how_many: int) -> list[str]:
@@ -165,10 +166,11 @@ class Commands:
         for _ in range(how_many):
             n = next(self._numbers)
             subcommand = "decision" if n % 2 else "note"
-            token = self.standin.issue_response_url(USER_ID, self.channel_id)
+            room = self.rooms[n % len(self.rooms)]
+            token = self.standin.issue_response_url(USER_ID, room["id"])
             bodies.append(urlencode({
                 "token": VERIFICATION_TOKEN, "team_id": TEAM_ID, "team_domain": TEAM_DOMAIN,
-                "channel_id": self.channel_id, "channel_name": self.channel_name,
+                "channel_id": room["id"], "channel_name": room["name"],
                 "user_id": USER_ID, "user_name": USER_NAME, "command": "/incident",
                 "text": f"{subcommand} {TEXTS[subcommand]} (#{n})", "api_app_id": APP_ID,
                 "is_enterprise_install": "false", "response_url": self.standin.response_url(token),
@@ -315,11 +317,10 @@ def measure(servers: list[BotProcess], commands: Commands, clients: int, request
     return run
 
 
-def bot_work_done(database, standin, incident_id: int, channel_id: str) -> tuple[int, int]:
-    """How many decisions and notes are in the timeline, and how many the bot posted into the war room."""
-    entries = database.scalar("SELECT count(*) FROM timeline_entry WHERE incident_id = :i AND kind IN "
-                              "('decision', 'note')", i=incident_id)
-    posts = sum(1 for message in standin.messages(channel_id) if message["user"] == BOT_USER_ID)
+def bot_work_done(database, standin, rooms: list[dict]) -> tuple[int, int]:
+    """How many decisions and notes are in the timeline, and how many the bot posted into the war rooms."""
+    entries = database.scalar("SELECT count(*) FROM timeline_entry WHERE kind IN ('decision', 'note')")
+    posts = sum(1 for room in rooms for message in standin.messages(room["id"]) if message["user"] == BOT_USER_ID)
     return entries, posts
 
 
@@ -345,36 +346,37 @@ def pinned(n: int, pin: bool) -> dict:
 
 def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], sender: ClientProcess,
                 plan: list[tuple[int, int]], rounds: int, warmup: int, processes: int, pin_bot: bool,
-                tmp: Path) -> list[Cell]:
+                rooms: int, tmp: Path) -> list[Cell]:
     cells = []
     tmp.mkdir(parents=True, exist_ok=True)
     with throwaway_database(backend, tmp) as database:
-        channel = standin.create_channel(f"inc-bench-{backend}", [USER_ID, BOT_USER_ID])
         if backend == "postgresql":
             print(f"PostgreSQL server {database.scalar('SHOW server_version')}", flush=True)
-        incident = open_incident(database, load_playbook(None), title=f"ack latency benchmark on {backend}",
-                                 severity=1, channel=channel["id"])
+        channels = [standin.create_channel(f"inc-bench-{backend}-{n + 1}", [USER_ID, BOT_USER_ID])
+                    for n in range(rooms)]
+        for n, channel in enumerate(channels):
+            open_incident(database, load_playbook(None), title=f"ack latency benchmark on {backend} ({n + 1})",
+                          severity=1, channel=channel["id"])
         bots = [BotProcess(bot_environment(database.url, standin, **pinned(n, pin_bot)), free_port(),
                            tmp / f"bot-{backend}-{n + 1}.log")
                 for n in range(processes)]
         try:
             for bot in bots:
                 bot.wait_healthy()
-            bot_commands = Commands(standin, channel["id"], channel["name"])
-            bare_commands = Commands(standin, channel["id"], channel["name"])
+            bot_commands, bare_commands = Commands(standin, channels), Commands(standin, channels)
             pids = [os.getpid(), sender.pid, *(server.process.pid for server in [*bares, *bots])]
             for clients, requests_ in plan:
                 # The two servers take turns, a share of the requests each round, so a slower spell
                 # of this shared machine falls on both rather than on whichever ran then.
                 bare_run, bot_run = Run(), Run()
-                entries, posts = bot_work_done(database, standin, incident.id, channel["id"])
+                entries, posts = bot_work_done(database, standin, channels)
                 share = [requests_ // rounds + (r < requests_ % rounds) for r in range(rounds)]
                 for in_round in share:
                     bare_run.add(measure(bares, bare_commands, clients, in_round, warmup, standin, sender, pids))
                     bot_run.add(measure(bots, bot_commands, clients, in_round, warmup, standin, sender, pids))
                 # Each command acked is in the timeline and was posted; a refused one is already a failure.
                 expected = rounds * warmup + requests_ - bot_run.failures
-                entries_after, posts_after = bot_work_done(database, standin, incident.id, channel["id"])
+                entries_after, posts_after = bot_work_done(database, standin, channels)
                 for what, done in (("timeline entries", entries_after - entries),
                                    ("posts in the war room", posts_after - posts)):
                     if done != expected:
@@ -451,6 +453,9 @@ def main() -> int:
     parser.add_argument("--slack-latency", type=float, default=0.0, metavar="MS",
                         help="milliseconds the stand-in takes to answer each chat.postMessage, as Slack does from "
                              "a host far from it (0: as fast as the stand-in can)")
+    parser.add_argument("--rooms", type=int, default=1,
+                        help="war rooms (incidents) the commands are typed in, in turn; a room's posts go to Slack "
+                             "one at a time, in order, so with --slack-latency one room takes 1000/MS posts a second")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -467,8 +472,8 @@ def main() -> int:
         requests_ *= len(clients)
     if len(requests_) != len(clients):
         parser.error("--requests takes one number, or one per --clients entry")
-    if args.rounds < 1 or args.processes < 1:
-        parser.error("--rounds and --processes must be at least 1")
+    if args.rounds < 1 or args.processes < 1 or args.rooms < 1:
+        parser.error("--rounds, --processes and --rooms must be at least 1")
     plan = list(zip(clients, requests_))
 
     # Ctrl-C (even when started in the background) and SIGTERM unwind, so the servers stop and the
@@ -481,7 +486,7 @@ def main() -> int:
           f"{platform.python_version()}; " + ", ".join(f"{p} {version(p)}" for p in
                                                        ("slack_bolt", "slack_sdk", "waitress", "sqlalchemy", "psycopg")))
     print(f"waitress threads {WAITRESS_THREADS}; warm-up {args.warmup} requests; {args.rounds} rounds; "
-          f"{args.processes} process(es) of each server; pinned to a CPU each: {args.pin}; chat.postMessage "
+          f"{args.processes} process(es) of each server; {args.rooms} war room(s); pinned to a CPU each: {args.pin}; chat.postMessage "
           f"answered in +{args.slack_latency:g} ms; logs in {tmp}",
           flush=True)
     cells: list[Cell] = []
@@ -499,7 +504,7 @@ def main() -> int:
             bare.wait_healthy()
         for backend in backends:
             cells += run_backend(backend, standin, bares, sender, plan, args.rounds, args.warmup, args.processes,
-                                 args.pin != "none", tmp / backend)
+                                 args.pin != "none", args.rooms, tmp / backend)
     finally:
         for bare in bares:
             bare.stop()

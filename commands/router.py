@@ -7,11 +7,15 @@ once: a domain error becomes an ephemeral message that says what to type instead
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
+import threading
 import time
-from concurrent.futures import Executor, Future
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 from slack_bolt import App
@@ -98,17 +102,54 @@ Handler = Callable[[SlashRequest], Reply]
 AFTER_ACK_THREADS = 8
 
 
+class AfterAckWork:
+    """The after-ack threads, doing one room's work at a time and in the order it was acknowledged.
+
+    Two notes typed back to back must reach the room as the timeline has them; on threads of their
+    own, the second's post overtook the first's whenever Slack took longer over the first. So each
+    room's work waits for the room's previous work, while other rooms' work runs beside it (Slack
+    allows a channel about one message a second anyway, so one room never needs more than a thread).
+    """
+
+    def __init__(self, threads: int = AFTER_ACK_THREADS) -> None:
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="after-ack")
+        self._lock = threading.Lock()
+        self._queued: dict[str, deque[Callable[[], None]]] = {}  # room -> work behind the room's running one
+
+    def submit(self, room: str, work: Callable[[], None]) -> None:
+        # Run in the submitter's context, so its log lines keep the command's request id.
+        work = partial(contextvars.copy_context().run, work)
+        with self._lock:
+            if room in self._queued:
+                self._queued[room].append(work)
+                return
+            self._queued[room] = deque()
+        self._pool.submit(self._work_through, room, work)
+
+    def _work_through(self, room: str, work: Callable[[], None]) -> None:
+        while True:
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - the room's later work still runs
+                log.exception("after-ack work failed and the person could not be told")
+            with self._lock:
+                queued = self._queued[room]
+                if not queued:
+                    del self._queued[room]
+                    return
+                work = queued.popleft()
+
+
 @dataclass
 class Router:
     runtime: Runtime
     handlers: dict[str, Handler] = field(default_factory=dict)
-    after_ack_pool: Executor = field(default_factory=lambda: observability.ContextThreadPoolExecutor(
-        AFTER_ACK_THREADS, thread_name_prefix="after-ack"))
+    after_ack_work: AfterAckWork = field(default_factory=AfterAckWork)
 
-    def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:
-        """Queue the reply's Slack work (`run_after_ack`) for the after-ack threads; returns at once."""
+    def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object], room: str) -> None:
+        """Queue the reply's Slack work (`run_after_ack`) behind the room's earlier work; returns at once."""
         if reply.then is not None:
-            self.after_ack_pool.submit(run_after_ack, reply, client, tell).add_done_callback(_log_if_failed)
+            self.after_ack_work.submit(room, lambda: run_after_ack(reply, client, tell))
 
     def add(self, name: str, handler: Handler) -> None:
         assert name in USAGE, f"document {name} in commands.parsing.USAGE"
@@ -189,7 +230,7 @@ class Router:
                 answer("internal_error", text=INTERNAL_ERROR)
                 return
             answer("ok", text=reply.text, blocks=reply.blocks)
-            self.after_ack(reply, client, tell=lambda text: respond(text=text))
+            self.after_ack(reply, client, tell=lambda text: respond(text=text), room=request.channel_id)
 
 
 def payload_fields(read: Callable[[], object]):
@@ -200,13 +241,6 @@ def payload_fields(read: Callable[[], object]):
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         log.warning("ignored an interaction without the fields our form sends (%s)", type(exc).__name__)
         return None
-
-
-def _log_if_failed(done: Future) -> None:
-    """An error `run_after_ack` could not tell anyone about (telling itself failed) is logged, not kept
-    in a future no one reads."""
-    if (error := done.exception()) is not None:
-        log.error("after-ack work failed and the person could not be told", exc_info=error)
 
 
 def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:

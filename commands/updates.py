@@ -187,7 +187,8 @@ def register(router: Router, app: App) -> None:
         ack()
         router.after_ack(Reply(then=lambda c: post_update(c, runtime, change),
                                then_failure="The update is recorded, but"),
-                         client, tell=lambda text: client.chat_postEphemeral(channel=channel_id, user=user_id, text=text))
+                         client, tell=lambda text: client.chat_postEphemeral(channel=channel_id, user=user_id, text=text),
+                         room=channel_id)
 
 
 def _update_form_fields(body: dict, view: dict) -> tuple:

@@ -8,6 +8,7 @@ posts the message, once, and a message the dead process did post is found, not p
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -189,3 +190,66 @@ def test_acks_do_not_wait_for_slack_to_answer_the_posts(database, standin, proce
     standin.delay("chat.postMessage", 0)
     posted = eventually(lambda: len([m for m in standin.messages(room) if entry_key_of(m)]) == 10, timeout=15)
     assert posted
+
+
+def entry_posts(standin, room: str) -> list[str]:
+    """The texts of the notes and decisions posted in a room, in the room's order."""
+    return [m["text"] for m in standin.messages(room) if entry_key_of(m)]
+
+
+def test_notes_typed_back_to_back_reach_the_room_in_the_order_typed(database, standin, processes):
+    """Slack slow to answer the first of two posts (1 s): the second waits for it rather than
+    overtaking it on another thread, so the room reads as the timeline does."""
+    _, slack = processes("bot")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.delay_next("chat.postMessage", 1.0)
+    for text in ("note first: rolled back prompt template v14", "note second: refund answers verified"):
+        noted = slack.command(BOB, room, text)
+        assert noted.status == 200 and said(noted) == "", noted.body
+    posted = eventually(lambda: len(entry_posts(standin, room)) == 2 and entry_posts(standin, room), timeout=10)
+    assert ["first" in posted[0], "second" in posted[1]] == [True, True], posted
+
+
+def test_a_slow_post_in_one_room_does_not_hold_another_rooms(database, standin, processes):
+    """Posts keep their order within a room only: Slack taking 3 s over one room's note does not
+    delay a note in another incident's room."""
+    _, slack = processes("bot")
+    first_room = declare_room(slack, database)
+    second = slack.command(ALICE, GENERAL, "declare sev3 Retrieval returns another tenant's invoices")
+    assert second.status == 200 and "INC-2" in said(second), second.body
+    second_room = eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 2"))
+    standin.wait_until_quiet()
+    standin.delay_next("chat.postMessage", 3.0)
+    assert slack.command(BOB, first_room, "note held up by Slack").status == 200
+    time.sleep(0.3)  # its post is with Slack, waiting
+    assert slack.command(BOB, second_room, "note in the other room").status == 200
+    eventually(lambda: entry_posts(standin, second_room), timeout=2)
+    assert entry_posts(standin, first_room) == []  # still with Slack
+    eventually(lambda: entry_posts(standin, first_room), timeout=10)
+
+
+def test_after_ack_work_keeps_each_rooms_order_lets_rooms_pass_and_outlives_a_failure():
+    from commands.router import AfterAckWork
+
+    work, done, lock, slack_answers = AfterAckWork(threads=4), [], threading.Lock(), threading.Event()
+
+    def job(room: str, n: int):
+        def run():
+            if (room, n) == ("slow", 0):
+                slack_answers.wait(10)
+            if (room, n) == ("busy", 3):
+                raise RuntimeError("telling the person failed too")  # logged; the room's later work runs
+            with lock:
+                done.append((room, n))
+        return run
+
+    work.submit("slow", job("slow", 0))
+    work.submit("slow", job("slow", 1))
+    for n in range(50):
+        work.submit("busy", job("busy", n))
+    eventually(lambda: sum(room == "busy" for room, _ in done) == 49)
+    assert [n for room, n in done if room == "busy"] == [n for n in range(50) if n != 3]
+    assert [n for room, n in done if room == "slow"] == []  # held behind its first, not by the other room
+    slack_answers.set()
+    eventually(lambda: [n for room, n in done if room == "slow"] == [0, 1])

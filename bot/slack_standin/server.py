@@ -358,6 +358,7 @@ class SlackStandIn:
         self._methods = _load_method_table()
         self._faults: dict[str, _Fault] = {}
         self._delays: dict[str, float] = {}
+        self._next_delays: dict[str, list[float]] = {}  # delay_next: one each for the next calls
         self._seed()
 
     # ------------------------------------------------------------------ life
@@ -431,6 +432,7 @@ class SlackStandIn:
             self._calls: list[dict] = []
             self._faults.clear()
             self._delays.clear()
+            self._next_delays.clear()
             for user_id, name, real_name, tz in SEED_HUMANS:
                 self.add_user(user_id, name, real_name, tz)
             self.add_user(BOT_USER_ID, BOT_NAME, "Warroom", "UTC", is_bot=True)
@@ -809,7 +811,10 @@ class SlackStandIn:
     # ----------------------------------------------------- API dispatching
     def handle_api_call(self, method: str, args: dict, token: str | None) -> tuple[int, dict, dict]:
         """Answer one Web API call: (HTTP status, JSON body, extra headers)."""
-        if delay := self._delays.get(method):
+        with self._lock:
+            owed = self._next_delays.get(method)
+            delay = owed.pop(0) if owed else self._delays.get(method)
+        if delay:
             time.sleep(delay)  # outside the lock: a slow method must not stall others
         headers: dict[str, str] = {}
         with self._lock:
@@ -901,6 +906,11 @@ class SlackStandIn:
         """Make every call of ``method`` take ``seconds`` longer (0 to undo)."""
         with self._lock:
             self._delays[method] = seconds
+
+    def delay_next(self, method: str, seconds: float) -> None:
+        """Make only the next call of ``method`` to arrive take ``seconds`` longer (called n times: the next n)."""
+        with self._lock:
+            self._next_delays.setdefault(method, []).append(seconds)
 
     # --------------------------------------------------------- inspection
     def calls(self, method: str | None = None) -> list[dict]:
