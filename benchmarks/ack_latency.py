@@ -72,29 +72,36 @@ TEXTS = {
 
 
 # ------------------------------------------------------------------ the bare Bolt app (child process)
+def bare_bolt_app(api_url: str, listener_executor=None):
+    """A Bolt app built like the bot's (same signing secret, token check, ack mode) whose only
+    listener acks `/incident`."""
+    from slack_bolt import App
+
+    from bot.slack_io import make_client
+
+    app = App(client=make_client(BOT_TOKEN, api_url), signing_secret=SIGNING_SECRET, process_before_response=False,
+              token_verification_enabled=True, raise_error_for_unhandled_request=False,
+              listener_executor=listener_executor)
+
+    @app.command("/incident")
+    def only_ack(ack):
+        ack()
+
+    return app
+
+
 def serve_bare(port: int) -> None:
     """A Bolt app built like the bot's (same signing secret, token check, ack mode) whose only
     listener acks `/incident`, served by waitress like `warroom serve`."""
-    from slack_bolt import App
     from slack_bolt.adapter.wsgi import SlackRequestHandler
     from waitress import serve
-
-    from bot.slack_io import make_client
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("WARROOM_CPU"):
         from bot.cli import pin_to_one_cpu
 
         pin_to_one_cpu(int(os.environ["WARROOM_CPU"]))  # `--pin both`: the deployment the bot gets
-    app = App(client=make_client(os.environ["SLACK_BOT_TOKEN"], os.environ["SLACK_API_URL"]),
-              signing_secret=os.environ["SLACK_SIGNING_SECRET"], process_before_response=False,
-              token_verification_enabled=True, raise_error_for_unhandled_request=False)
-
-    @app.command("/incident")
-    def only_ack(ack):
-        ack()
-
-    slack_handler = SlackRequestHandler(app, path=EVENTS_PATH)
+    slack_handler = SlackRequestHandler(bare_bolt_app(os.environ["SLACK_API_URL"]), path=EVENTS_PATH)
 
     def wsgi_app(environ, start_response):
         if environ.get("PATH_INFO") == "/healthz":
