@@ -8,9 +8,10 @@ is still owed, and the reminder ledger (bot.reminders) delivers it once, whichev
 - a declared incident with no war room `repost_after` past its declaration is owed a room;
 - a note or decision is written `awaiting_room_post`; the process that posted it (or told the
   person it could not) clears the flag, many entries a statement (`PostedEntries`), so an entry
-  still flagged `repost_after` past its time was left by a process that died. The post carries the
-  entry's key as message metadata, so the deliverer finds a message the dead process did post and
-  posts nothing twice.
+  still flagged `repost_after` past its time was left by a process that died, or by a live one
+  that did not start it before half that time (its room's earlier posts held up by Slack) and left
+  it here rather than race the takeover (commands.log). The post carries the entry's key as message
+  metadata, so the deliverer finds a message the dead process did post and posts nothing twice.
 
 No Slack here: what is owed, and what to post.
 """

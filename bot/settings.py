@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     # redelivery is recognised: Slack retries a failed event over about 5 minutes. At least 1h.
     warroom_event_retention: str = "24h"
     # How long a command's room (declare) or room message (note, decision) is left to the process
-    # that acknowledged it before another process opens or posts it: that one died in between. Longer
-    # than a Slack call can take with its retries (bot.after_ack); at least 1s.
+    # that acknowledged it before another process opens or posts it: that one died in between. A
+    # message still waiting its turn in its room at half this is left to that takeover too
+    # (commands.log). Over twice what a Slack call can take with its retries (bot.after_ack); at least 1s.
     warroom_repost_after: str = "2m"
     # Pin `warroom serve` to this one CPU (its number, as `taskset -c` takes it); empty: not pinned.
     # One interpreter runs one thread at a time, so its threads spread over several CPUs mostly

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from slack_bolt import App
 
 from bot import after_ack, incidents, slack_io
 from bot.after_ack import RoomPostDue
+from bot.db import utcnow
 from bot.render import render
 from commands.messages import ROOM_GONE_ERRORS, post_reminder
 from commands.parsing import parse_entry, parse_no_arguments
 from commands.router import Reply, Router, SlashRequest
 from commands.war_room import post
+
+log = logging.getLogger(__name__)
 
 TIMELINE_SHOWN = 20
 
@@ -37,6 +42,16 @@ def register(router: Router, app: App) -> None:
         """Post the entry in the room, tagged with its key, and let the ticker mark it posted. A post
         Slack refused is marked too: the person is told (run_after_ack) and it is not posted behind
         their back later; only a process that died before either leaves it to another (bot.after_ack)."""
+        waited = utcnow() - entry.occurred_at  # a note's or decision's time is when it was recorded
+        if waited > runtime.settings.repost_after / 2:
+            # Its turn came late (the room's earlier posts held up by a slow or rate-limiting Slack):
+            # the ticker takes over an entry still unposted `repost_after` after it was recorded, and
+            # a post started now could still be on its way then, found by neither and posted twice.
+            # Left to that takeover instead, which looks for it in the room and posts it once, late.
+            # A post started before half that time has the other half to get through.
+            log.warning("left the room post of timeline entry %s to the takeover: its turn came %.0f s after "
+                        "it was recorded", entry.id, waited.total_seconds())
+            return
         try:
             post(client, channel_id, render("timeline_entry_logged.slack.j2", entry=entry),
                  metadata=entry_metadata(entry.id))

@@ -229,6 +229,28 @@ def test_a_slow_post_in_one_room_does_not_hold_another_rooms(database, standin, 
     eventually(lambda: entry_posts(standin, first_room), timeout=10)
 
 
+def test_a_post_whose_turn_comes_late_is_left_to_the_takeover_not_raced(database, standin, processes):
+    """Slack takes 0.9 s over a room's first post while four more notes queue behind it, with the
+    takeover at 1 s: their turn comes past half that, so the process leaves them to the takeover,
+    which posts each once, late. Posting them then would race the takeover (it looks in the room,
+    finds nothing yet, posts) and put some in the room twice."""
+    _, slack = processes("bot", **FAST_TAKEOVER)
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.delay_next("chat.postMessage", 0.9)
+    standin.delay_next("chat.postMessage", 0.9)
+    for n in range(5):
+        assert slack.command(BOB, room, f"note step {n}").status == 200
+    ids = [row["id"] for row in database.rows("SELECT id FROM timeline_entry WHERE kind = 'note' ORDER BY id")]
+    assert len(ids) == 5
+    eventually(lambda: all(posts_of(standin, room, entry_id) for entry_id in ids), timeout=15)
+    time.sleep(2.5)  # two more ticks: anything about to be posted twice would be by now
+    posts = [posts_of(standin, room, entry_id) for entry_id in ids]
+    assert [len(p) for p in posts] == [1] * 5, posts
+    assert "Posted late" not in posts[0][0]["text"]
+    assert all("Posted late" in p[0]["text"] for p in posts[1:])
+
+
 def test_after_ack_work_keeps_each_rooms_order_lets_rooms_pass_and_outlives_a_failure():
     from commands.router import AfterAckWork
 
