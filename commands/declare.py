@@ -136,4 +136,7 @@ def _declare(runtime: Runtime, request: DeclareRequest, user_id: str) -> Reply:
         text=render("declared.slack.j2", incident=incident, channel_name=channel_name),
         then=lambda client: open_war_room(client, runtime, incident),
         then_failure=f"{incident.reference} is recorded, but",
+        # Declarations typed in one channel open rooms side by side: one waiting for another's (six
+        # Slack calls each) could pass WARROOM_REPOST_AFTER and have the takeover open it twice.
+        room=f"incident:{incident.id}",
     )

@@ -90,6 +90,10 @@ class Reply:
     then: Callable[[WebClient], None] | None = None
     # Said to the person if `then` fails; the failing step and Slack's error are appended.
     then_failure: str = "Your command was recorded, but"
+    # Whose queue `then` waits in (AfterAckWork), when not the room the command came from: a
+    # declaration's work opens a room of its own and need not wait for anything in the channel
+    # it was typed in.
+    room: str | None = None
 
 
 Handler = Callable[[SlashRequest], Reply]
@@ -147,9 +151,10 @@ class Router:
     after_ack_work: AfterAckWork = field(default_factory=AfterAckWork)
 
     def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object], room: str) -> None:
-        """Queue the reply's Slack work (`run_after_ack`) behind the room's earlier work; returns at once."""
+        """Queue the reply's Slack work (`run_after_ack`) behind the earlier work of its room (`reply.room`,
+        else `room`, where the command came from); returns at once."""
         if reply.then is not None:
-            self.after_ack_work.submit(room, lambda: run_after_ack(reply, client, tell))
+            self.after_ack_work.submit(reply.room or room, lambda: run_after_ack(reply, client, tell))
 
     def add(self, name: str, handler: Handler) -> None:
         assert name in USAGE, f"document {name} in commands.parsing.USAGE"

@@ -229,6 +229,21 @@ def test_a_slow_post_in_one_room_does_not_hold_another_rooms(database, standin, 
     eventually(lambda: entry_posts(standin, first_room), timeout=10)
 
 
+def test_declarations_typed_in_one_channel_open_their_rooms_side_by_side(database, standin, processes):
+    """Slack taking 3 s to create the first incident's channel does not hold the second's room: a
+    declaration's work waits in a queue of its own, not behind the channel it was typed in."""
+    _, slack = processes("bot")
+    standin.delay_next("conversations.create", 3.0)
+    first = slack.command(ALICE, GENERAL, "declare sev2 Support bot quoting a refund policy we don't have")
+    assert first.status == 200 and "INC-1" in said(first), first.body
+    time.sleep(0.3)  # its channel is being created
+    second = slack.command(ALICE, GENERAL, "declare sev3 Retrieval returns another tenant's invoices")
+    assert second.status == 200 and "INC-2" in said(second), second.body
+    eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 2"), timeout=2)
+    assert database.scalar("SELECT channel_id FROM incident WHERE number = 1") is None  # still with Slack
+    eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 1"), timeout=10)
+
+
 def test_a_post_whose_turn_comes_late_is_left_to_the_takeover_not_raced(database, standin, processes):
     """Slack takes 0.9 s over a room's first post while four more notes queue behind it, with the
     takeover at 1 s: their turn comes past half that, so the process leaves them to the takeover,
