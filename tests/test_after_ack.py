@@ -245,21 +245,21 @@ def test_declarations_typed_in_one_channel_open_their_rooms_side_by_side(databas
 
 
 def test_a_post_whose_turn_comes_late_is_left_to_the_takeover_not_raced(database, standin, processes):
-    """Slack takes 0.9 s over a room's first post while four more notes queue behind it, with the
-    takeover at 1 s: their turn comes past half that, so the process leaves them to the takeover,
-    which posts each once, late. Posting them then would race the takeover (it looks in the room,
-    finds nothing yet, posts) and put some in the room twice."""
-    _, slack = processes("bot", **FAST_TAKEOVER)
+    """Slack takes 1.2 s over a room's first post while four more notes queue behind it, with the
+    takeover at 2 s: their turn comes past half that, so the process leaves them to the takeover,
+    which posts each once, late. Posting them then (the next post taking Slack 1.8 s) would race the
+    takeover (it looks in the room, finds nothing yet, posts) and put them in the room twice."""
+    _, slack = processes("bot", WARROOM_TICK="1s", WARROOM_REPOST_AFTER="2s")
     room = declare_room(slack, database)
     standin.wait_until_quiet()
-    standin.delay_next("chat.postMessage", 0.9)
-    standin.delay_next("chat.postMessage", 0.9)
+    standin.delay_next("chat.postMessage", 1.2)
+    standin.delay_next("chat.postMessage", 1.8)
     for n in range(5):
         assert slack.command(BOB, room, f"note step {n}").status == 200
     ids = [row["id"] for row in database.rows("SELECT id FROM timeline_entry WHERE kind = 'note' ORDER BY id")]
     assert len(ids) == 5
     eventually(lambda: all(posts_of(standin, room, entry_id) for entry_id in ids), timeout=15)
-    time.sleep(2.5)  # two more ticks: anything about to be posted twice would be by now
+    time.sleep(3)  # past the takeover and a post of Slack's 1.8 s: anything posted twice would be by now
     posts = [posts_of(standin, room, entry_id) for entry_id in ids]
     assert [len(p) for p in posts] == [1] * 5, posts
     assert "Posted late" not in posts[0][0]["text"]
