@@ -36,6 +36,8 @@ from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from pathlib import Path
 
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
 from benchmarks.ack_latency import Commands, bare_bolt_app, throwaway_database
 from bot.playbook import load_playbook
 from bot.server import EVENTS_PATH
@@ -105,10 +107,8 @@ def measure(backend: str, standin: SlackStandIn, commands: int, repeats: int, tm
         logging.getLogger().handlers[0].setStream(open(tmp / f"bot-{backend}.log", "w"))  # a line a command, kept
         runtime = Runtime.from_settings(settings)
         bot = server.make_wsgi_app(runtime, server.make_bolt_app(runtime))
-        bare = bare_bolt_app(standin.api_url, listener_executor=OnThisThread())
-        from slack_bolt.adapter.wsgi import SlackRequestHandler
-
-        bare_app = SlackRequestHandler(bare, path=EVENTS_PATH)
+        bare_app = SlackRequestHandler(bare_bolt_app(standin.api_url, listener_executor=OnThisThread()),
+                                       path=EVENTS_PATH)
         spent = {"post": 0.0, "transaction": 0.0}
         timed_work, timed_transaction = router.run_after_ack, Runtime.transaction
 

@@ -105,7 +105,7 @@ def register(router: Router, app: App) -> None:
         ack()
         # A form has no response_url: failures are told privately in the channel it was opened from.
         router.after_ack(reply, client, tell=lambda text: origin and client.chat_postEphemeral(
-            channel=origin, user=user_id, text=text), room=origin or user_id)
+            channel=origin, user=user_id, text=text))  # in the new incident's own queue (reply.room)
 
 
 def _declare_form_fields(body: dict, view: dict) -> tuple:

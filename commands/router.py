@@ -150,11 +150,14 @@ class Router:
     handlers: dict[str, Handler] = field(default_factory=dict)
     after_ack_work: AfterAckWork = field(default_factory=AfterAckWork)
 
-    def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object], room: str) -> None:
+    def after_ack(self, reply: Reply, client: WebClient, tell: Callable[[str], object],
+                  room: str | None = None) -> None:
         """Queue the reply's Slack work (`run_after_ack`) behind the earlier work of its room (`reply.room`,
         else `room`, where the command came from); returns at once."""
         if reply.then is not None:
-            self.after_ack_work.submit(reply.room or room, lambda: run_after_ack(reply, client, tell))
+            queue = reply.room or room
+            assert queue, "after-ack work needs the room whose order it keeps"
+            self.after_ack_work.submit(queue, lambda: run_after_ack(reply, client, tell))
 
     def add(self, name: str, handler: Handler) -> None:
         assert name in USAGE, f"document {name} in commands.parsing.USAGE"
