@@ -59,7 +59,7 @@ from bot.slack_standin.simulator import FORM, SLACK_ACK_TIMEOUT_SECONDS, SLACK_U
 from bot.migrate import upgrade_to_head
 from bot.playbook import load_playbook
 from tests.conftest import (BOT_TOKEN, SIGNING_SECRET, BotProcess, Database, _create_database,
-                            bot_environment, free_port, open_incident)
+                            bot_environment, entry_keys_of, free_port, open_incident)
 
 USER_ID, USER_NAME = "U0ALICE", "alice"
 VERIFICATION_TOKEN = "standin-verification-token"
@@ -324,11 +324,13 @@ def measure(servers: list[BotProcess], commands: Commands, clients: int, request
     return run
 
 
-def bot_work_done(database, standin, rooms: list[dict]) -> tuple[int, int]:
-    """How many decisions and notes are in the timeline, and how many the bot posted into the war rooms."""
+def bot_work_done(database, standin, rooms: list[dict]) -> tuple[int, int, int]:
+    """How many decisions and notes are in the timeline, how many the bot posted into the war rooms
+    (by the entry keys its messages carry), and in how many messages: entries typed while a room's
+    last post is with Slack are posted together, as one message."""
     entries = database.scalar("SELECT count(*) FROM timeline_entry WHERE kind IN ('decision', 'note')")
-    posts = sum(1 for room in rooms for message in standin.messages(room["id"]) if message["user"] == BOT_USER_ID)
-    return entries, posts
+    messages = [message for room in rooms for message in standin.messages(room["id"]) if message["user"] == BOT_USER_ID]
+    return entries, sum(len(entry_keys_of(message)) for message in messages), len(messages)
 
 
 @contextmanager
@@ -376,14 +378,14 @@ def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], se
                 # The two servers take turns, a share of the requests each round, so a slower spell
                 # of this shared machine falls on both rather than on whichever ran then.
                 bare_run, bot_run = Run(), Run()
-                entries, posts = bot_work_done(database, standin, channels)
+                entries, posts, messages = bot_work_done(database, standin, channels)
                 share = [requests_ // rounds + (r < requests_ % rounds) for r in range(rounds)]
                 for in_round in share:
                     bare_run.add(measure(bares, bare_commands, clients, in_round, warmup, standin, sender, pids))
                     bot_run.add(measure(bots, bot_commands, clients, in_round, warmup, standin, sender, pids))
                 # Each command acked is in the timeline and was posted; a refused one is already a failure.
                 expected = rounds * warmup + requests_ - bot_run.failures
-                entries_after, posts_after = bot_work_done(database, standin, channels)
+                entries_after, posts_after, messages_after = bot_work_done(database, standin, channels)
                 for what, done in (("timeline entries", entries_after - entries),
                                    ("posts in the war room", posts_after - posts)):
                     if done != expected:
@@ -391,7 +393,8 @@ def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], se
                 bot_run.failures += max(0, expected - (entries_after - entries), expected - (posts_after - posts))
                 cells.append(Cell(backend, clients, bare_run, bot_run))
                 print(f"  {backend:<10} {clients:>2} clients: bare p99 {bare_run.p99 * 1000:.1f} ms, "
-                      f"bot p99 {bot_run.p99 * 1000:.1f} ms", file=sys.stderr, flush=True)
+                      f"bot p99 {bot_run.p99 * 1000:.1f} ms; {posts_after - posts} entries posted in "
+                      f"{messages_after - messages} messages", file=sys.stderr, flush=True)
         finally:
             for bot in bots:
                 bot.stop()

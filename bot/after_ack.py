@@ -146,9 +146,9 @@ class PostedEntries:
         self._lock = threading.Lock()
         self._ids: list[int] = []
 
-    def add(self, entry_id: int) -> None:
+    def add(self, *entry_ids: int) -> None:
         with self._lock:
-            self._ids.append(entry_id)
+            self._ids.extend(entry_ids)
 
     def pending(self) -> int:
         with self._lock:

@@ -309,7 +309,7 @@ def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str
                        **({"cursor": cursor} if cursor else {}))
         for message in history.get("messages", []):
             metadata = message.get("metadata") or {}
-            if metadata.get("event_type") == event_type and (metadata.get("event_payload") or {}).get("key") == key:
+            if metadata.get("event_type") == event_type and key in payload_keys(metadata.get("event_payload")):
                 return message["ts"]
         cursor = (history.get("response_metadata") or {}).get("next_cursor")
         if not cursor:
@@ -335,9 +335,21 @@ def post_once(client: WebClient, channel: str, *, text: str, blocks: list, event
                 metadata=keyed_metadata(event_type, key))["ts"]
 
 
-def keyed_metadata(event_type: str, key: str) -> dict:
-    """Slack message metadata carrying our key, by which `find_message_by_metadata` finds the message."""
-    return {"event_type": event_type, "event_payload": {"key": key}}
+def keyed_metadata(event_type: str, key: str, *more_keys: str) -> dict:
+    """Slack message metadata carrying our key (or keys, for a message that delivers several things),
+    by which `find_message_by_metadata` finds the message. Several keys go in one string: Slack's
+    payload values are strings, numbers, booleans and objects."""
+    payload = {"key": key, "keys": " ".join((key, *more_keys))} if more_keys else {"key": key}
+    return {"event_type": event_type, "event_payload": payload}
+
+
+def payload_keys(payload) -> list[str]:
+    """The keys a message's metadata payload (`keyed_metadata`) carries."""
+    if not isinstance(payload, dict):
+        return []
+    if isinstance(payload.get("keys"), str):
+        return payload["keys"].split()
+    return [payload["key"]] if isinstance(payload.get("key"), str) else []
 
 
 def upload_file(client: WebClient, channel_id: str, *, filename: str, content: bytes, title: str,

@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, Hashable
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -81,6 +81,21 @@ class SlashRequest:
     trigger_id: str
 
 
+@dataclass(frozen=True)
+class Joinable:
+    """After-ack work that is done in one go with the like work of the replies queued right behind it
+    in the same room: notes typed in a burst while Slack is busy with the room's last post become one
+    message. Slack takes about one message a second a channel, and under load each post is CPU that
+    the next person's ack waits for."""
+
+    kind: Hashable  # work joins only work of the same kind (and so the same room)
+    item: object  # this reply's part of the work
+    do: Callable[[WebClient, list], None]  # does the parts of the joined replies, in the order acknowledged
+    # Whether this process is still the one to do a part when its turn comes; a part it is not is
+    # neither done nor told about (e.g. a post past the time another process takes over).
+    still_ours: Callable[[object], bool] = lambda item: True
+
+
 @dataclass
 class Reply:
     """What to acknowledge with (ephemeral; nothing if empty) and the Slack work that follows."""
@@ -88,6 +103,9 @@ class Reply:
     text: str = ""
     blocks: list | None = None
     then: Callable[[WebClient], None] | None = None
+    # The Slack work that follows, when it may be joined with the like work queued behind it (then
+    # `then` is None).
+    joinable: Joinable | None = None
     # Said to the person if `then` fails; the failing step and Slack's error are appended.
     then_failure: str = "Your command was recorded, but"
     # Whose queue `then` waits in (AfterAckWork), when not the room the command came from: a
@@ -106,6 +124,19 @@ Handler = Callable[[SlashRequest], Reply]
 AFTER_ACK_THREADS = 8
 
 
+# The most replies' work done in one go (Joinable): ten notes of the longest kind (2,500 characters)
+# fill 27,000 of a Slack message's 40,000 characters and 20 of its 50 blocks.
+JOINED_AT_MOST = 10
+
+
+@dataclass
+class _Job:
+    context: contextvars.Context  # the submitter's: the work's log lines keep the command's request id
+    run: Callable[[list], None]  # called with the items of this job and of those joined to it
+    item: object = None
+    join_kind: Hashable | None = None  # None: never joined
+
+
 class AfterAckWork:
     """The after-ack threads, doing one room's work at a time and in the order it was acknowledged.
 
@@ -113,35 +144,44 @@ class AfterAckWork:
     own, the second's post overtook the first's whenever Slack took longer over the first. So each
     room's work waits for the room's previous work, while other rooms' work runs beside it (Slack
     allows a channel about one message a second anyway, so one room never needs more than a thread).
+    Joinable work queued back to back in a room is done in one go when its turn comes.
     """
 
     def __init__(self, threads: int = AFTER_ACK_THREADS) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="after-ack")
         self._lock = threading.Lock()
-        self._queued: dict[str, deque[Callable[[], None]]] = {}  # room -> work behind the room's running one
+        self._queued: dict[str, deque[_Job]] = {}  # room -> its work not yet started, while a thread has the room
 
     def submit(self, room: str, work: Callable[[], None]) -> None:
-        # Run in the submitter's context, so its log lines keep the command's request id.
-        work = partial(contextvars.copy_context().run, work)
+        self._enqueue(room, _Job(contextvars.copy_context(), lambda _items: work()))
+
+    def submit_joinable(self, room: str, kind: Hashable, item: object, work: Callable[[list], None]) -> None:
+        """Queue `work` for `item`; done with the items of the same kind queued right behind it, if any."""
+        self._enqueue(room, _Job(contextvars.copy_context(), work, item, kind))
+
+    def _enqueue(self, room: str, job: _Job) -> None:
         with self._lock:
             if room in self._queued:
-                self._queued[room].append(work)
+                self._queued[room].append(job)
                 return
-            self._queued[room] = deque()
-        self._pool.submit(self._work_through, room, work)
+            self._queued[room] = deque([job])
+        self._pool.submit(self._work_through, room)
 
-    def _work_through(self, room: str, work: Callable[[], None]) -> None:
+    def _work_through(self, room: str) -> None:
         while True:
-            try:
-                work()
-            except Exception:  # noqa: BLE001 - the room's later work still runs
-                log.exception("after-ack work failed and the person could not be told")
             with self._lock:
                 queued = self._queued[room]
                 if not queued:
                     del self._queued[room]
                     return
-                work = queued.popleft()
+                jobs = [queued.popleft()]
+                kind = jobs[0].join_kind
+                while kind is not None and queued and queued[0].join_kind == kind and len(jobs) < JOINED_AT_MOST:
+                    jobs.append(queued.popleft())
+            try:
+                jobs[0].context.run(jobs[0].run, [job.item for job in jobs])
+            except Exception:  # noqa: BLE001 - the room's later work still runs
+                log.exception("after-ack work failed and the person could not be told")
 
 
 @dataclass
@@ -154,9 +194,14 @@ class Router:
                   room: str | None = None) -> None:
         """Queue the reply's Slack work (`run_after_ack`) behind the earlier work of its room (`reply.room`,
         else `room`, where the command came from); returns at once."""
-        if reply.then is not None:
-            queue = reply.room or room
-            assert queue, "after-ack work needs the room whose order it keeps"
+        if reply.then is None and reply.joinable is None:
+            return
+        queue = reply.room or room
+        assert queue, "after-ack work needs the room whose order it keeps"
+        if reply.joinable is not None:
+            self.after_ack_work.submit_joinable(queue, reply.joinable.kind, (reply, tell),
+                                                partial(run_joined_after_ack, client=client))
+        else:
             self.after_ack_work.submit(queue, lambda: run_after_ack(reply, client, tell))
 
     def add(self, name: str, handler: Handler) -> None:
@@ -253,18 +298,38 @@ def payload_fields(read: Callable[[], object]):
 
 def run_after_ack(reply: Reply, client: WebClient, tell: Callable[[str], object]) -> None:
     """Do the slow Slack work; a failure is told to the person (`tell`), never swallowed."""
-    if reply.then is None:
-        return
+    if reply.then is not None:
+        do_telling_failures(lambda: reply.then(client), [(reply, tell)])
+
+
+def run_joined_after_ack(parts: list[tuple[Reply, Callable[[str], object]]], client: WebClient) -> None:
+    """Do the joinable work of several replies in one go (`Joinable.do` of the first: they are all of
+    its kind); a failure is told to each of their people."""
+    parts = [(reply, tell) for reply, tell in parts if reply.joinable.still_ours(reply.joinable.item)]
+    if parts:
+        joined = parts[0][0].joinable
+        do_telling_failures(lambda: joined.do(client, [reply.joinable.item for reply, _ in parts]), parts)
+
+
+def do_telling_failures(work: Callable[[], None], parts: list[tuple[Reply, Callable[[str], object]]]) -> None:
+    """Run `work`, the Slack work of the replies in `parts`; if it fails, each reply's person is told
+    (its `then_failure` and what failed): never swallowed."""
     try:
-        reply.then(client)
+        work()
+        return
     except SlackCallFailed as exc:
         log.warning("after-ack Slack work failed: %s", exc)
-        tell(render("error.slack.j2", message=f"{reply.then_failure} {exc}.",
-                    hint="Try again, or check that the bot is in the channel."))
+        texts = [render("error.slack.j2", message=f"{reply.then_failure} {exc}.",
+                        hint="Try again, or check that the bot is in the channel.") for reply, _ in parts]
     except SQLAlchemyError as exc:
         log.exception("database error after ack")
-        tell(database_failure(exc))
+        texts = [database_failure(exc)] * len(parts)
     except Exception:  # noqa: BLE001 - our bug after the ack: told and logged, not a Slack error page
         log.exception("internal error after ack")
-        tell(render("error.slack.j2", message=f"{reply.then_failure} the bot hit an internal error (it is in "
-                    "the bot's log).", hint="Tell whoever runs Warroom if it happens again."))
+        texts = [render("error.slack.j2", message=f"{reply.then_failure} the bot hit an internal error (it is in "
+                        "the bot's log).", hint="Tell whoever runs Warroom if it happens again.") for reply, _ in parts]
+    for (_, tell), text in zip(parts, texts):
+        try:
+            tell(text)
+        except Exception:  # noqa: BLE001 - the others are still told
+            log.exception("after-ack work failed and the person could not be told")

@@ -24,9 +24,15 @@ def post(client: WebClient, channel_id: str, text: str, step: str = "posting to 
          metadata: dict | None = None) -> str:
     """Post rendered mrkdwn as a section; returns the message ts. `metadata` (Slack's message
     metadata) tags the message so a later delivery can find it (slack_io.post_once)."""
+    return post_parts(client, channel_id, [text], step, metadata=metadata)
+
+
+def post_parts(client: WebClient, channel_id: str, parts: list[str], step: str = "posting to the war room", *,
+               metadata: dict | None = None) -> str:
+    """Post rendered mrkdwn parts as one message, each in sections of its own; the message ts."""
     extra = {"metadata": metadata} if metadata else {}
-    response = slack_io.call(step, client.chat_postMessage, channel=channel_id, text=text,
-                             blocks=section_blocks([text]), unfurl_links=False, **extra)
+    response = slack_io.call(step, client.chat_postMessage, channel=channel_id, text="\n".join(parts),
+                             blocks=section_blocks(parts), unfurl_links=False, **extra)
     return response["ts"]
 
 

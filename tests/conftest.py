@@ -54,14 +54,13 @@ def eventually(check, timeout: float = 5.0, interval: float = 0.02):
         time.sleep(interval)
 
 
-def entry_key_of(message: dict) -> str | None:
-    """The timeline entry a message in a war room posts (its metadata key), if it posts one."""
+def entry_keys_of(message: dict) -> list[str]:
+    """The timeline entries a message in a war room posts (its metadata keys), if it posts any."""
     from bot.after_ack import ENTRY_EVENT
+    from bot.slack_io import payload_keys
 
     metadata = message.get("metadata") or {}
-    if metadata.get("event_type") == ENTRY_EVENT:
-        return (metadata.get("event_payload") or {}).get("key")
-    return None
+    return payload_keys(metadata.get("event_payload")) if metadata.get("event_type") == ENTRY_EVENT else []
 
 
 @dataclass

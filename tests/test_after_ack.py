@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bot.slack_standin.simulator import SlackSimulator
-from tests.conftest import SIGNING_SECRET, entry_key_of, eventually, start_bot
+from tests.conftest import SIGNING_SECRET, entry_keys_of, eventually, start_bot
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 GENERAL = "C0GENERAL"
@@ -27,7 +27,7 @@ def said(result) -> str:
 
 
 def posts_of(standin, channel: str, entry_id: int) -> list[dict]:
-    return [m for m in standin.messages(channel) if entry_key_of(m) == f"entry:{entry_id}"]
+    return [m for m in standin.messages(channel) if f"entry:{entry_id}" in entry_keys_of(m)]
 
 
 @pytest.fixture
@@ -186,15 +186,22 @@ def test_acks_do_not_wait_for_slack_to_answer_the_posts(database, standin, proce
     for n in range(10):
         noted = slack.command(BOB, room, f"note step {n}")
         assert noted.status == 200 and said(noted) == "", noted.body
-    assert [m for m in standin.messages(room) if entry_key_of(m)] == []  # no post answered yet
+    assert entry_keys_in(standin, room) == []  # no post answered yet
     standin.delay("chat.postMessage", 0)
-    posted = eventually(lambda: len([m for m in standin.messages(room) if entry_key_of(m)]) == 10, timeout=15)
-    assert posted
+    ids = [row["id"] for row in database.rows("SELECT id FROM timeline_entry WHERE kind = 'note' ORDER BY id")]
+    eventually(lambda: len(entry_keys_in(standin, room)) == 10, timeout=15)
+    # The first post on its own, the nine typed while Slack held it joined in one message.
+    assert entry_keys_in(standin, room) == [f"entry:{entry_id}" for entry_id in ids]
+
+
+def entry_keys_in(standin, room: str) -> list[str]:
+    """The keys of the timeline entries posted in a room, in the room's order."""
+    return [key for m in standin.messages(room) for key in entry_keys_of(m)]
 
 
 def entry_posts(standin, room: str) -> list[str]:
     """The texts of the notes and decisions posted in a room, in the room's order."""
-    return [m["text"] for m in standin.messages(room) if entry_key_of(m)]
+    return [m["text"] for m in standin.messages(room) if entry_keys_of(m)]
 
 
 def test_notes_typed_back_to_back_reach_the_room_in_the_order_typed(database, standin, processes):
@@ -209,6 +216,67 @@ def test_notes_typed_back_to_back_reach_the_room_in_the_order_typed(database, st
         assert noted.status == 200 and said(noted) == "", noted.body
     posted = eventually(lambda: len(entry_posts(standin, room)) == 2 and entry_posts(standin, room), timeout=10)
     assert ["first" in posted[0], "second" in posted[1]] == [True, True], posted
+
+
+def test_notes_typed_while_slack_is_busy_with_the_room_are_posted_together_in_order(database, standin, processes):
+    """Slack takes 1 s over a room's post while three entries, a status change and a fourth entry
+    are typed: the three entries reach the room as one message (Slack takes about one message a
+    second a channel), then the status, then the fourth; each entry tagged and marked posted."""
+    _, slack = processes("bot", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    before = len(standin.messages(room))
+    standin.delay_next("chat.postMessage", 1.0)
+    typed = ["note held up: refund answers seen in 12 transcripts", "decision Roll back prompt template v14 to v13",
+             "note rollback started by Bob", "note support macros paused", "status identified",
+             "note rollback finished at 10:42"]
+    for text in typed:
+        assert slack.command(BOB, room, text).status == 200
+    ids = [row["id"] for row in database.rows(
+        "SELECT id FROM timeline_entry WHERE kind IN ('note', 'decision') ORDER BY id")]
+    assert len(ids) == 5
+    eventually(lambda: len(entry_keys_in(standin, room)) == 5, timeout=10)
+    assert database.scalar("SELECT status FROM incident") == "identified"
+    messages = standin.messages(room)[before:]
+    assert [entry_keys_of(m) for m in messages] == [
+        [f"entry:{ids[0]}"], [f"entry:{i}" for i in ids[1:4]], [], [f"entry:{ids[4]}"]], messages
+    joined = messages[1]
+    assert [block["type"] for block in joined["blocks"]] == ["section"] * 3
+    in_order = [joined["text"].index(part) for part in ("Roll back prompt template v14 to v13",
+                                                         "rollback started by Bob", "support macros paused")]
+    assert in_order == sorted(in_order), joined["text"]
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+
+
+def test_a_joined_post_slack_refuses_is_told_to_each_person_whose_entry_it_carried(database, standin, processes):
+    """Slack refuses a room's next two posts (and takes 1 s over the first): the first note's author
+    is told, and so is each of the three people whose notes, typed meanwhile, were joined into the
+    second; none of it is posted behind their backs later."""
+    _, slack = processes("bot", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.delay_next("chat.postMessage", 1.0)
+    standin.fail_next("chat.postMessage", error="restricted_action", times=2)
+    assert slack.command(ALICE, room, "note first, posted on its own").status == 200
+    time.sleep(0.3)  # its post is with Slack
+    for person in (ALICE, BOB, "U0CAROL"):
+        assert slack.command(person, room, f"note seen by {person}").status == 200
+    failure = "The note is in the timeline, but posting to the war room failed: restricted_action"
+    told = eventually(lambda: len(told_of(standin, failure)) == 4 and told_of(standin, failure), timeout=10)
+    assert sorted(told) == sorted([ALICE, ALICE, BOB, "U0CAROL"])
+    joined = standin.calls("chat.postMessage")[-1]["args"]
+    assert joined["text"].count("seen by") == 3 and entry_keys_in(standin, room) == []
+    # Refused, not owed: nothing is posted behind their backs later.
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    time.sleep(1.5)
+    assert entry_keys_in(standin, room) == []
+
+
+def told_of(standin, failure: str) -> list[str]:
+    """Who was told `failure` (on their command's response_url)."""
+    return [r["user"] for r in standin.responses() if failure in r["payload"].get("text", "")]
 
 
 def test_a_slow_post_in_one_room_does_not_hold_another_rooms(database, standin, processes):
@@ -290,3 +358,18 @@ def test_after_ack_work_keeps_each_rooms_order_lets_rooms_pass_and_outlives_a_fa
     assert [n for room, n in done if room == "slow"] == []  # held behind its first, not by the other room
     slack_answers.set()
     eventually(lambda: [n for room, n in done if room == "slow"] == [0, 1])
+
+
+def test_joinable_work_queued_back_to_back_is_done_in_one_go_up_to_a_message_worth():
+    from commands.router import JOINED_AT_MOST, AfterAckWork
+
+    work, runs, held = AfterAckWork(threads=2), [], threading.Event()
+    work.submit("room", lambda: held.wait(10))  # Slack busy with the room's last post
+    for n in range(JOINED_AT_MOST + 2):
+        work.submit_joinable("room", "notes", n, runs.append)
+    work.submit("room", lambda: runs.append("status"))
+    work.submit_joinable("room", "notes", "after", runs.append)
+    work.submit_joinable("room", "other kind", "x", runs.append)
+    held.set()
+    eventually(lambda: len(runs) == 5)
+    assert runs == [list(range(JOINED_AT_MOST)), [JOINED_AT_MOST, JOINED_AT_MOST + 1], "status", ["after"], ["x"]]

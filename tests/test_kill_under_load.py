@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from bot.slack_standin.simulator import SlackSimulator
-from tests.conftest import SIGNING_SECRET, entry_key_of, eventually, start_bot
+from tests.conftest import SIGNING_SECRET, entry_keys_of, eventually, start_bot
 
 ALICE, BOB = "U0ALICE", "U0BOB"
 GENERAL = "C0GENERAL"
@@ -113,7 +113,7 @@ def test_every_acknowledged_command_survives_a_sigkill_and_a_new_process_carries
         notes = [row["id"] for row in database.rows("SELECT id FROM timeline_entry WHERE kind = 'note'")]
 
         def every_note_posted():
-            posted = Counter(key for message in standin.messages(channel) if (key := entry_key_of(message)))
+            posted = Counter(key for message in standin.messages(channel) for key in entry_keys_of(message))
             return posted if all(posted[f"entry:{note}"] for note in notes) else None
 
         posted = eventually(every_note_posted, timeout=120, interval=0.5)
