@@ -1,13 +1,14 @@
 """Slack work owed after an ack, carried across a crash: a war room never opened, a message never posted.
 
 A command is acknowledged once what it records is committed; the Slack work (opening the war
-room, posting a note or decision in it) comes after the ack. A process killed in between used to
+room, posting a note, a decision or a change in it) comes after the ack. A process killed in between used to
 leave the record without its room or its message, and no one was told. Now the database says what
 is still owed, and the reminder ledger (bot.reminders) delivers it once, whichever process is alive:
 
 - a declared incident with no war room `repost_after` past its declaration is owed a room;
-- a note or decision is written `awaiting_room_post`; the process that posted it (or told the
-  person it could not) clears the flag, many entries a statement (`PostedEntries`), so an entry
+- a note, a decision, or a severity, status or role change is written `awaiting_room_post`; the
+  process that posted its message (or told the person it could not) clears the flag, many entries
+  a statement (`PostedEntries`), so an entry
   still flagged `repost_after` past its time was left by a process that died, or by a live one
   that did not start it before half that time (its room's earlier posts held up by Slack) and left
   it here rather than race the takeover (commands.log). The post carries the entry's key as message
@@ -60,10 +61,11 @@ def owed_reminders(now: datetime, repost_after: timedelta):
 
 
 class RoomPostDue(ClaimedReminder):
-    """A note or decision whose message in the war room a dead process may not have posted."""
+    """A timeline entry whose message in the war room a dead process may not have posted."""
 
     channel_id: str
     entry: TimelineItem
+    incident: IncidentView  # as it is now: the card a change's message goes with shows this
 
     def delivered_entry(self, now: datetime) -> None:
         return None  # the entry is the record; posting its message adds nothing to the timeline
@@ -115,7 +117,7 @@ def prepare(session: Session, reminders: list[Reminder], now: datetime,
                 continue
             due.append(RoomPostDue(**common, incident_id=incident.id, reference=incident.reference,
                                    dedupe_key=entry_key(entry.id), channel_id=incident.channel_id,
-                                   entry=TimelineItem.model_validate(entry)))
+                                   entry=TimelineItem.model_validate(entry), incident=IncidentView.of(incident)))
         else:
             incident = incidents.get(reminder.incident_id)
             if incident is None or incident.channel_id is not None:

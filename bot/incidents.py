@@ -286,7 +286,7 @@ def assign_role(session: Session, channel_id: str, role: str, user_id: str, acto
     session.refresh(incident, ["roles"])
     entry = add_entry(
         session, incident, "role", actor_id,
-        text=ROLES[role], old_value=previous, new_value=user_id, source_ref=role,
+        text=ROLES[role], old_value=previous, new_value=user_id, source_ref=role, awaiting_room_post=True,
     )
     rules.satisfy_requirements(session, incident, utcnow())
     return Change(incident=IncidentView.of(incident), old_value=previous, new_value=user_id, entry=entry)
@@ -374,9 +374,8 @@ def change_severity(
     old = f"sev{incident.severity}"
     incident.severity = severity
     cadence.retime_after_severity(incident, playbook, utcnow())
-    entry = add_entry(
-        session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}"
-    )
+    entry = add_entry(session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}",
+                      awaiting_room_post=True)
     fired = rules.fire_rules(session, incident, playbook, utcnow())
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry,
                   fired=fired)
@@ -403,7 +402,8 @@ def change_status(
     incident.status = status
     incident.resolved_at = utcnow() if status == "resolved" else None
     cadence.retime_after_status(incident, playbook, utcnow())
-    entry = add_entry(session, incident, "status", actor_id, text=note, old_value=old, new_value=status)
+    entry = add_entry(session, incident, "status", actor_id, text=note, old_value=old, new_value=status,
+                      awaiting_room_post=True)
     if blockers:
         add_entry(session, incident, "override", actor_id, source_ref="resolve", new_value="forced",
                   text=f"Resolved without: {'; '.join(b.split(' (`')[0] for b in blockers)}. Reason: {force_reason}")

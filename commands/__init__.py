@@ -34,7 +34,7 @@ def register(app: App, runtime: Runtime) -> Router:
 def reminder_delivery(client: WebClient, runtime: Runtime):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
     by_kind = {
-        RoomPostDue: log.deliver_room_post(client),
+        RoomPostDue: war_room.deliver_room_post(client),
         RoomOpenDue: war_room.deliver_room(client, runtime),
         ActionReminderDue: actions.deliver_action_reminder(client),
         RequirementDue: classify.deliver_rule_missed(client),

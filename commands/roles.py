@@ -8,7 +8,7 @@ from bot import incidents, slack_io
 from bot.render import render
 from commands.parsing import parse_no_arguments, parse_role
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import post, refresh_card
+from commands.war_room import entry_metadata, owed_room_work, post, refresh_card
 
 
 def register(router: Router, app: App) -> None:
@@ -22,10 +22,12 @@ def register(router: Router, app: App) -> None:
         def tell_the_room(client):
             slack_io.invite(client, request.channel_id, wanted.user_id)
             post(client, request.channel_id,
-                 render("role_changed.slack.j2", change=change, role=wanted.role, actor_id=request.user_id))
+                 render("role_changed.slack.j2", change=change, role=wanted.role, actor_id=request.user_id),
+                 metadata=entry_metadata(change.entry.id))
             refresh_card(client, change.incident)
 
-        return Reply(then=tell_the_room, then_failure="The role is recorded, but")
+        return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: tell_the_room(client)),
+                     then_failure="The role is recorded, but")
 
     def roles(request: SlashRequest) -> Reply:
         parse_no_arguments("roles", request.args)

@@ -10,16 +10,18 @@ from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import parse_sev, parse_status
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import announce_rules, post, refresh_card
+from commands.war_room import announce_rules, entry_metadata, owed_room_work, post, refresh_card
 
 
 def _announce(runtime: Runtime, request: SlashRequest, change: Change) -> Reply:
     def tell_the_room(client):
-        post(client, request.channel_id, render("state_changed.slack.j2", change=change))
+        post(client, request.channel_id, render("state_changed.slack.j2", change=change),
+             metadata=entry_metadata(change.entry.id))
         announce_rules(client, request.channel_id, change.fired)
         refresh_card(client, change.incident, topic_changed=True)
 
-    return Reply(then=tell_the_room, then_failure=f"The {change.entry.kind} change is recorded, but")
+    return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: tell_the_room(client)),
+                 then_failure=f"The {change.entry.kind} change is recorded, but")
 
 
 def register(router: Router, app: App) -> None:

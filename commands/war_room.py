@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Callable
+
 from slack_sdk import WebClient
 
-from bot import incidents, rules, slack_io
-from bot.after_ack import RoomOpenDue
-from bot.incidents import IncidentView
+from bot import after_ack, incidents, rules, slack_io
+from bot.after_ack import RoomOpenDue, RoomPostDue
+from bot.db import utcnow
+from bot.incidents import IncidentView, TimelineItem
 from bot.reminders import DeliveryFailed
 from bot.render import render
 from bot.rules import FiredRule
 from bot.runtime import Runtime
-from commands.messages import card_blocks, card_fallback_text, section_blocks
+from commands.messages import ROOM_GONE_ERRORS, card_blocks, card_fallback_text, post_reminder, section_blocks
+
+log = logging.getLogger(__name__)
 
 TOPIC_MAX_CHARS = 250  # Slack's limit for a channel topic
 
@@ -34,6 +40,41 @@ def post_parts(client: WebClient, channel_id: str, parts: list[str], step: str =
     response = slack_io.call(step, client.chat_postMessage, channel=channel_id, text="\n".join(parts),
                              blocks=section_blocks(parts), unfurl_links=False, **extra)
     return response["ts"]
+
+
+def entry_metadata(*entry_ids: int) -> dict:
+    """The metadata of a message posting these timeline entries, by which a takeover finds any of them."""
+    return slack_io.keyed_metadata(after_ack.ENTRY_EVENT, *map(after_ack.entry_key, entry_ids))
+
+
+def turn_came_in_time(runtime: Runtime, entry: TimelineItem) -> bool:
+    """Whether this process still does the room work an entry written `awaiting_room_post` owes.
+
+    One whose turn came late (the room's earlier posts held up by a slow or rate-limiting Slack) is
+    left to the ticker, which takes over an entry still unposted `repost_after` after it was
+    recorded: a post started now could still be on its way then, found by neither and posted twice.
+    The takeover looks for it in the room and posts it once, late. A post started before half that
+    time has the other half to get through.
+    """
+    waited = utcnow() - entry.occurred_at  # an entry's time is when it was recorded
+    if waited <= runtime.settings.repost_after / 2:
+        return True
+    log.warning("left the room post of timeline entry %s to the takeover: its turn came %.0f s after "
+                "it was recorded", entry.id, waited.total_seconds())
+    return False
+
+
+def owed_room_work(runtime: Runtime, entry: TimelineItem, work: Callable[[], None]) -> None:
+    """Do the room work (posting the entry tagged `entry_metadata`, and whatever goes with it) that an
+    entry written `awaiting_room_post` owes, and let the ticker mark it done. Work Slack refused is
+    marked too: the person is told (commands.router) and it is not done behind their back later;
+    only a process that died first leaves it to another (bot.after_ack)."""
+    if not turn_came_in_time(runtime, entry):
+        return
+    try:
+        work()
+    finally:
+        runtime.posted_entries.add(entry.id)
 
 
 def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -> IncidentView:
@@ -103,3 +144,30 @@ def refresh_card(client: WebClient, incident: IncidentView, *, topic_changed: bo
     if topic_changed:
         slack_io.call("setting the topic", client.conversations_setTopic, channel=incident.channel_id,
                       topic=topic_for(incident))
+
+
+# The entries whose change the pinned card shows: their late message brings it up to date too.
+CARD_CHANGES = {"severity", "status", "role"}
+
+
+def deliver_room_post(client: WebClient):
+    """The ticker's delivery of an entry's room message a dead process may not have posted (a note, a
+    decision, a severity, status or role change): looked up in the room by its key first (it may
+    have), else posted, saying it comes late. A change's card and topic are brought up to date and a
+    new role holder invited, as the live post would have (each of those harmless to do twice)."""
+
+    def deliver(due: RoomPostDue) -> str:
+        text = render("timeline_entry_logged.slack.j2", entry=due.entry, late=True)
+        ts = post_reminder(client, due.channel_id, text, event_type=after_ack.ENTRY_EVENT, due=due,
+                           permanent_errors=ROOM_GONE_ERRORS)
+        if due.entry.kind in CARD_CHANGES:
+            try:
+                if due.entry.kind == "role" and due.entry.new_value:
+                    slack_io.invite(client, due.channel_id, due.entry.new_value)
+                refresh_card(client, due.incident, topic_changed=due.entry.kind != "role")
+            except slack_io.SlackCallFailed as exc:
+                # The message is in the room; the card catches up at the incident's next change.
+                log.warning("posted %s late but could not bring its card up to date: %s", due.reference, exc)
+        return ts
+
+    return deliver

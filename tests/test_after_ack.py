@@ -105,6 +105,52 @@ def test_a_note_whose_process_died_before_posting_it_is_posted_once_by_the_next(
     assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'note'") == 1
 
 
+def test_a_status_and_a_role_change_whose_process_died_before_posting_them_are_posted_by_the_next(
+        database, standin, processes):
+    """Like a note, a status or role change owes the room its message: the victim dies before
+    posting either, and the successor posts both, late and once, invites the new role holder and
+    brings the pinned card and the topic up to date, as the live posts would have."""
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.fail_next("chat.postMessage", status=500, times=10_000)
+    assert slack.command(ALICE, room, "status identified prompt template v14 is the cause").status == 200
+    assert slack.command(ALICE, room, "role scribe <@U0CAROL|carol>").status == 200
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    entries = database.rows("SELECT id, kind, awaiting_room_post FROM timeline_entry "
+                            "WHERE kind IN ('status', 'role') ORDER BY id")
+    assert [(e["kind"], bool(e["awaiting_room_post"])) for e in entries] == [("status", True), ("role", True)]
+    assert not [c for c in standin.calls("chat.update") if "U0CAROL" in str(c["args"])]
+
+    processes("successor", **FAST_TAKEOVER)
+    [status] = eventually(lambda: posts_of(standin, room, entries[0]["id"]), timeout=10)
+    [role] = eventually(lambda: posts_of(standin, room, entries[1]["id"]), timeout=10)
+    assert "Status changed *investigating → identified* by <@U0ALICE>" in status["text"]
+    assert "prompt template v14 is the cause" in status["text"] and "Posted late" in status["text"]
+    assert "<@U0CAROL> is now *Scribe* (assigned by <@U0ALICE>)" in role["text"] and "Posted late" in role["text"]
+    assert "U0CAROL" in standin.channel(room)["members"]
+    eventually(lambda: [c for c in standin.calls("chat.update")
+                        if "U0CAROL" in str(c["args"]) and "identified" in str(c["args"]).lower()], timeout=5)
+    assert "identified" in standin.calls("conversations.setTopic")[-1]["args"]["topic"].lower()
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    time.sleep(2.5)  # two more ticks: still once each
+    assert [len(posts_of(standin, room, e["id"])) for e in entries] == [1, 1]
+
+
+def test_a_live_status_change_is_tagged_and_marked_posted(database, standin, processes):
+    _, slack = processes("bot", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    assert slack.command(ALICE, room, "sev 1 refunds promised to every customer who asks").status == 200
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'severity'")
+    [message] = eventually(lambda: posts_of(standin, room, entry_id))
+    assert "Severity changed *SEV2 → SEV1*" in message["text"] and "Posted late" not in message["text"]
+    eventually(lambda: database.scalar(
+        "SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0, timeout=5)
+
+
 def test_a_note_posted_just_before_the_process_died_is_found_not_posted_again(database, standin, processes):
     victim, slack = processes("victim", WARROOM_TICK="1s")
     room = declare_room(slack, database)
@@ -221,7 +267,8 @@ def test_notes_typed_back_to_back_reach_the_room_in_the_order_typed(database, st
 def test_notes_typed_while_slack_is_busy_with_the_room_are_posted_together_in_order(database, standin, processes):
     """Slack takes 1 s over a room's post while three entries, a status change and a fourth entry
     are typed: the three entries reach the room as one message (Slack takes about one message a
-    second a channel), then the status, then the fourth; each entry tagged and marked posted."""
+    second a channel), then the status (on its own: not joinable), then the fourth; each tagged
+    with its entry and marked posted."""
     _, slack = processes("bot", WARROOM_TICK="1s")
     room = declare_room(slack, database)
     standin.wait_until_quiet()
@@ -233,13 +280,13 @@ def test_notes_typed_while_slack_is_busy_with_the_room_are_posted_together_in_or
     for text in typed:
         assert slack.command(BOB, room, text).status == 200
     ids = [row["id"] for row in database.rows(
-        "SELECT id FROM timeline_entry WHERE kind IN ('note', 'decision') ORDER BY id")]
-    assert len(ids) == 5
-    eventually(lambda: len(entry_keys_in(standin, room)) == 5, timeout=10)
+        "SELECT id FROM timeline_entry WHERE kind IN ('note', 'decision', 'status') ORDER BY id")]
+    assert len(ids) == 6
+    eventually(lambda: len(entry_keys_in(standin, room)) == 6, timeout=10)
     assert database.scalar("SELECT status FROM incident") == "identified"
     messages = standin.messages(room)[before:]
-    assert [entry_keys_of(m) for m in messages] == [
-        [f"entry:{ids[0]}"], [f"entry:{i}" for i in ids[1:4]], [], [f"entry:{ids[4]}"]], messages
+    assert [entry_keys_of(m) for m in messages] == [[f"entry:{i}"] for i in ids[:1]] + [
+        [f"entry:{i}" for i in ids[1:4]]] + [[f"entry:{i}"] for i in ids[4:]], messages
     joined = messages[1]
     assert [block["type"] for block in joined["blocks"]] == ["section"] * 3
     in_order = [joined["text"].index(part) for part in ("Roll back prompt template v14 to v13",
