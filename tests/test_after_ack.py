@@ -63,13 +63,17 @@ def kill(process) -> None:
     process.process.wait(5)
 
 
-def test_a_posted_note_is_marked_posted_and_tagged_with_its_entry(database, standin, processes):
-    bot, slack = processes("bot", WARROOM_TICK="1s")
+@pytest.mark.parametrize("command, kind, posted", [
+    ("decision Roll back prompt template v14 to v13", "decision", "Roll back prompt template v14 to v13"),
+    ("sev 1 refunds promised to every customer who asks", "severity", "Severity changed *SEV2 → SEV1*"),
+])
+def test_a_posted_entry_is_marked_posted_and_tagged_with_its_key(database, standin, processes, command, kind, posted):
+    _, slack = processes("bot", WARROOM_TICK="1s")
     room = declare_room(slack, database)
-    assert slack.command(BOB, room, "decision Roll back prompt template v14 to v13").status == 200
-    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'decision'")
+    assert slack.command(BOB, room, command).status == 200
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = :kind", kind=kind)
     [message] = eventually(lambda: posts_of(standin, room, entry_id))
-    assert "Roll back prompt template v14 to v13" in message["text"] and "Posted late" not in message["text"]
+    assert posted in message["text"] and "Posted late" not in message["text"]
     # The process marks what it posted, a batch a second: nothing is left for another to look up.
     eventually(lambda: database.scalar(
         "SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0, timeout=5)
@@ -138,17 +142,6 @@ def test_a_status_and_a_role_change_whose_process_died_before_posting_them_are_p
                timeout=5)
     time.sleep(2.5)  # two more ticks: still once each
     assert [len(posts_of(standin, room, e["id"])) for e in entries] == [1, 1]
-
-
-def test_a_live_status_change_is_tagged_and_marked_posted(database, standin, processes):
-    _, slack = processes("bot", WARROOM_TICK="1s")
-    room = declare_room(slack, database)
-    assert slack.command(ALICE, room, "sev 1 refunds promised to every customer who asks").status == 200
-    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'severity'")
-    [message] = eventually(lambda: posts_of(standin, room, entry_id))
-    assert "Severity changed *SEV2 → SEV1*" in message["text"] and "Posted late" not in message["text"]
-    eventually(lambda: database.scalar(
-        "SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0, timeout=5)
 
 
 def test_a_note_posted_just_before_the_process_died_is_found_not_posted_again(database, standin, processes):
