@@ -228,6 +228,13 @@ def attach_war_room(session: Session, incident_id: int, channel_id: str, channel
     return IncidentView.of(incident)
 
 
+def channels_in_use(session: Session, channel_ids: list[str]) -> set[str]:
+    """Which of these channels are an incident's war room."""
+    if not channel_ids:
+        return set()
+    return set(session.scalars(select(Incident.channel_id).where(Incident.channel_id.in_(channel_ids))))
+
+
 def record_card(session: Session, incident_id: int, card_ts: str) -> None:
     """Remember the pinned card's message so later changes can update it in place."""
     session.get_one(Incident, incident_id).card_ts = card_ts

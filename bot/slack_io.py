@@ -222,11 +222,15 @@ def call(step: str, method, **kwargs):
         raise SlackCallFailed(step, type(exc).__name__) from exc
 
 
+def channel_names(wanted_name: str) -> list[str]:
+    """The names `create_channel` tries, in order: the wanted one, then -2, -3, … (80 characters at most)."""
+    return [wanted_name[: 80 - len(suffix)] + suffix
+            for suffix in [""] + [f"-{attempt}" for attempt in range(2, NAME_TAKEN_ATTEMPTS + 1)]]
+
+
 def create_channel(client: WebClient, wanted_name: str) -> tuple[str, str]:
     """Create a public channel, adding -2, -3, … while Slack says the name is taken."""
-    for attempt in range(1, NAME_TAKEN_ATTEMPTS + 1):
-        suffix = "" if attempt == 1 else f"-{attempt}"
-        name = wanted_name[: 80 - len(suffix)] + suffix
+    for name in channel_names(wanted_name):
         try:
             response = client.conversations_create(name=name)
         except SlackApiError as exc:
@@ -235,6 +239,25 @@ def create_channel(client: WebClient, wanted_name: str) -> tuple[str, str]:
             raise SlackCallFailed("creating the channel", _error_of(exc)) from exc
         return response["channel"]["id"], response["channel"]["name"]
     raise SlackCallFailed("creating the channel", f"name_taken {NAME_TAKEN_ATTEMPTS} times")
+
+
+def channels_created_by_us(client: WebClient, names: list[str]) -> dict[str, str]:
+    """Name -> id of the public, unarchived channels among `names` that this bot created.
+
+    Slack has no lookup by name, so this pages through every public channel (a thousand a call):
+    for the rare takeover of a room whose creation may have reached Slack, not for a command.
+    """
+    me = call("asking Slack who the bot is", client.auth_test)["user_id"]
+    wanted, found, cursor = set(names), {}, None
+    while True:
+        page = call("listing channels", client.conversations_list, types="public_channel", exclude_archived=True,
+                    limit=1000, **({"cursor": cursor} if cursor else {}))
+        for channel in page.get("channels", []):
+            if channel.get("name") in wanted and channel.get("creator") == me:
+                found[channel["name"]] = channel["id"]
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return found
 
 
 def invite(client: WebClient, channel_id: str, user_id: str) -> None:

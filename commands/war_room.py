@@ -77,14 +77,17 @@ def owed_room_work(runtime: Runtime, entry: TimelineItem, work: Callable[[], Non
         runtime.posted_entries.add(entry.id)
 
 
-def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -> IncidentView:
+def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView, *,
+                  maybe_created: bool = False) -> IncidentView:
     """Create the channel, bring the declarer in, pin the card, set the topic, announce it.
 
-    Each step that succeeded is remembered, so a failure part-way leaves a usable record.
+    Each step that succeeded is remembered, so a failure part-way leaves a usable record. When an
+    earlier attempt may have created the channel before its process died (`maybe_created`), that
+    channel is taken instead of opening another under a `-2` name beside an empty one.
     """
-    channel_id, channel_name = slack_io.create_channel(
-        client, incidents.channel_name_for(incident.number, incident.title, incident.is_drill)
-    )
+    wanted_name = incidents.channel_name_for(incident.number, incident.title, incident.is_drill)
+    left = _room_left_by_an_earlier_attempt(client, runtime, wanted_name) if maybe_created else None
+    channel_id, channel_name = left or slack_io.create_channel(client, wanted_name)
     with runtime.transaction() as session:
         incident = incidents.attach_war_room(session, incident.id, channel_id, channel_name)
     slack_io.invite(client, channel_id, incident.declared_by)
@@ -108,6 +111,22 @@ def open_war_room(client: WebClient, runtime: Runtime, incident: IncidentView) -
     return incident
 
 
+def _room_left_by_an_earlier_attempt(client: WebClient, runtime: Runtime, wanted_name: str) -> tuple[str, str] | None:
+    """(id, name) of a channel this bot created under one of the names `slack_io.create_channel` would
+    try for the room and no incident has: the one a process that died between Slack creating it and
+    recording it left behind (the names carry the incident's number, so it can be no other's)."""
+    names = slack_io.channel_names(wanted_name)
+    try:
+        created = slack_io.channels_created_by_us(client, names)
+    except slack_io.SlackCallFailed as exc:
+        # Opening the room matters more than sparing an empty channel: open one, maybe under -2.
+        log.warning("could not look for a room an earlier attempt created (%s); opening one", exc)
+        return None
+    with runtime.transaction() as session:
+        in_use = incidents.channels_in_use(session, list(created.values()))
+    return next(((created[name], name) for name in names if name in created and created[name] not in in_use), None)
+
+
 # Slack's answers to opening a room that retrying cannot change: the bot may not create channels.
 ROOM_REFUSED_ERRORS = {"missing_scope", "not_allowed_token_type", "restricted_action", "invalid_auth",
                        "account_inactive", "token_revoked", "not_authed"}
@@ -120,7 +139,7 @@ def deliver_room(client: WebClient, runtime: Runtime):
 
     def deliver(due: RoomOpenDue) -> str:
         try:
-            open_war_room(client, runtime, due.incident)
+            open_war_room(client, runtime, due.incident, maybe_created=True)
             return ""
         except slack_io.SlackCallFailed as exc:
             raise DeliveryFailed(str(exc), permanent=exc.error in ROOM_REFUSED_ERRORS) from exc

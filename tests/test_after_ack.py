@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from bot.slack_standin.server import BOT_USER_ID
 from bot.slack_standin.simulator import SlackSimulator
 from tests.conftest import SIGNING_SECRET, entry_keys_of, eventually, start_bot
 
@@ -194,6 +195,40 @@ def test_a_declared_incident_whose_process_died_before_opening_its_room_gets_it(
     assert slack.command(BOB, room, "note Invoices endpoint disabled").status == 200
     time.sleep(2.5)
     assert len([c for c in standin.calls("conversations.create") if c["ok"]]) == 1
+
+
+@pytest.mark.parametrize("listing", ["answered", "refused"])
+def test_a_room_slack_created_just_before_its_process_died_is_taken_not_opened_again_as_dash_2(
+        database, standin, processes, listing):
+    """The victim dies between Slack creating the room and recording it (here: its create fails,
+    and the channel it would have made is made for it): the successor finds that channel, created by
+    the bot and no incident's, and opens the war room in it instead of in `…-2` beside an empty one.
+    If Slack will not list channels, the room is still opened, under `-2`."""
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    standin.create_channel("general-chatter", [ALICE])  # someone else's channels are passed over
+    standin.fail_next("conversations.create", status=500, times=10_000)
+    declared = slack.command(ALICE, GENERAL, "declare sev1 Retrieval leaks another customer's invoices")
+    assert declared.status == 200 and "INC-1" in said(declared), declared.body
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    left = standin.create_channel("inc-1-retrieval-leaks-another", [BOT_USER_ID])
+
+    if listing == "refused":
+        standin.fail_next("conversations.list", error="missing_scope", times=10_000)
+
+    processes("successor", **FAST_TAKEOVER)
+    room = eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 1"), timeout=10)
+    card = eventually(lambda: database.scalar("SELECT card_ts FROM incident WHERE number = 1"))
+    assert [c["args"]["timestamp"] for c in standin.calls("pins.add")] == [card]
+    assert ALICE in standin.channel(room)["members"]
+    rooms = [c["name"] for c in standin.channels() if c["name"].startswith("inc-")]
+    if listing == "answered":
+        assert (room, database.scalar("SELECT channel_name FROM incident")) == (left["id"], left["name"])
+        assert [c for c in standin.calls("conversations.create") if c["ok"]] == [] and rooms == [left["name"]]
+    else:
+        assert database.scalar("SELECT channel_name FROM incident") == left["name"] + "-2"
+        assert rooms == [left["name"], left["name"] + "-2"]
 
 
 def test_a_room_slack_refuses_for_good_is_given_up_and_said_in_the_timeline(database, standin, processes):

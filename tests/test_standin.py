@@ -163,6 +163,25 @@ def test_name_taken_after_a_successful_create(client):
     assert error_code(lambda: client.conversations_create(name="inc-7")) == "name_taken"
 
 
+def test_conversations_list_pages_the_channels_the_bot_may_see_by_type(client, standin):
+    created = client.conversations_create(name="inc-8-listed")["channel"]
+    standin.create_channel("hidden", ["U0ALICE"], is_private=True)
+    standin.create_channel("secret-room", ["U0ALICE", BOT_USER_ID], is_private=True)
+    public, cursor = [], None
+    while True:
+        page = client.conversations_list(limit=2, **({"cursor": cursor} if cursor else {}))
+        assert len(page["channels"]) <= 2
+        public += [(c["name"], c["creator"], c["is_private"]) for c in page["channels"]]
+        cursor = page["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert ("inc-8-listed", BOT_USER_ID, False) in public and created["id"]
+    assert not [name for name, _, private in public if private]  # public_channel by default
+    both = {c["name"] for c in client.conversations_list(types="public_channel,private_channel")["channels"]}
+    assert "secret-room" in both and "hidden" not in both and "inc-8-listed" in both
+    assert error_code(lambda: client.conversations_list(types="channels")) == "invalid_types"
+
+
 def test_invite_errors_and_success(client, standin):
     channel_id = client.conversations_create(name="inc-invites")["channel"]["id"]
     client.conversations_invite(channel=channel_id, users="U0ALICE,U0BOB")

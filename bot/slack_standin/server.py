@@ -1317,6 +1317,28 @@ class SlackStandIn:
         page, next_cursor = _paginate(channel["members"], args)
         return {"members": list(page), "response_metadata": {"next_cursor": next_cursor}}
 
+    @_implements("conversations.list")
+    def _conversations_list(self, args: dict) -> dict:
+        """The conversations the bot can see, in creation order, by `types` (public_channel by default;
+        private ones only where the bot is a member, as Slack shows a bot), paginated."""
+        types = {t.strip() for t in (_text_arg(args, "types") or "public_channel").split(",") if t.strip()}
+        if not types or types - {"public_channel", "private_channel", "mpim", "im"}:
+            raise SlackRefusal("invalid_types")
+        exclude_archived = _flag_arg(args, "exclude_archived")
+        listed = []
+        for channel in self._channels.values():
+            if channel["is_im"]:
+                kind = "im"
+            elif channel["is_private"]:
+                kind = "private_channel" if BOT_USER_ID in channel["members"] else None
+            else:
+                kind = "public_channel"
+            if kind in types and not (exclude_archived and channel.get("is_archived")):
+                listed.append(channel)
+        page, next_cursor = _paginate(listed, args)
+        return {"channels": [self._public_channel(channel) for channel in page],
+                "response_metadata": {"next_cursor": next_cursor}}
+
     @_implements("conversations.open")
     def _conversations_open(self, args: dict) -> dict:
         """Open (once) or resume the bot's DM with one person."""
