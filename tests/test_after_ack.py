@@ -170,7 +170,8 @@ def test_a_note_posted_just_before_the_process_died_is_found_not_posted_again(da
     assert any(call["args"].get("include_all_metadata") for call in standin.calls("conversations.history"))
 
 
-def test_a_declared_incident_whose_process_died_before_opening_its_room_gets_it(database, standin, processes):
+def declare_then_die_before_the_room(database, standin, processes) -> None:
+    """INC-1 declared and acknowledged by a process killed while Slack fails to create its room."""
     victim, slack = processes("victim", WARROOM_TICK="1s")
     standin.fail_next("conversations.create", status=500, times=10_000)
     declared = slack.command(ALICE, GENERAL, "declare sev1 Retrieval leaks another customer's invoices")
@@ -179,6 +180,10 @@ def test_a_declared_incident_whose_process_died_before_opening_its_room_gets_it(
     kill(victim)
     standin.clear_faults()
     assert database.scalar("SELECT channel_id FROM incident WHERE number = 1") is None
+
+
+def test_a_declared_incident_whose_process_died_before_opening_its_room_gets_it(database, standin, processes):
+    declare_then_die_before_the_room(database, standin, processes)
 
     successor, _ = processes("successor", **FAST_TAKEOVER)
     room = eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 1"), timeout=10)
@@ -204,14 +209,8 @@ def test_a_room_slack_created_just_before_its_process_died_is_taken_not_opened_a
     and the channel it would have made is made for it): the successor finds that channel, created by
     the bot and no incident's, and opens the war room in it instead of in `…-2` beside an empty one.
     If Slack will not list channels, the room is still opened, under `-2`."""
-    victim, slack = processes("victim", WARROOM_TICK="1s")
     standin.create_channel("general-chatter", [ALICE])  # someone else's channels are passed over
-    standin.fail_next("conversations.create", status=500, times=10_000)
-    declared = slack.command(ALICE, GENERAL, "declare sev1 Retrieval leaks another customer's invoices")
-    assert declared.status == 200 and "INC-1" in said(declared), declared.body
-    time.sleep(0.2)
-    kill(victim)
-    standin.clear_faults()
+    declare_then_die_before_the_room(database, standin, processes)
     left = standin.create_channel("inc-1-retrieval-leaks-another", [BOT_USER_ID])
 
     if listing == "refused":
