@@ -106,7 +106,7 @@ class Reply:
     # The Slack work that follows, when it may be joined with the like work queued behind it (then
     # `then` is None).
     joinable: Joinable | None = None
-    # Said to the person if `then` fails; the failing step and Slack's error are appended.
+    # Said to the person if the work after the ack fails; the failing step and Slack's error are appended.
     then_failure: str = "Your command was recorded, but"
     # Whose queue `then` waits in (AfterAckWork), when not the room the command came from: a
     # declaration's work opens a room of its own and need not wait for anything in the channel
