@@ -138,7 +138,9 @@ def test_a_status_and_a_role_change_whose_process_died_before_posting_them_are_p
     assert "U0CAROL" in standin.channel(room)["members"]
     eventually(lambda: [c for c in standin.calls("chat.update")
                         if "U0CAROL" in str(c["args"]) and "identified" in str(c["args"]).lower()], timeout=5)
-    assert "identified" in standin.calls("conversations.setTopic")[-1]["args"]["topic"].lower()
+    # The topic is set just after the card is updated: wait for it too, don't race it.
+    eventually(lambda: "identified" in standin.calls("conversations.setTopic")[-1]["args"]["topic"].lower(),
+               timeout=5)
     eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
                timeout=5)
     time.sleep(2.5)  # two more ticks: still once each
