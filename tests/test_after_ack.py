@@ -135,10 +135,10 @@ def test_a_status_and_a_role_change_whose_process_died_before_posting_them_are_p
     assert "Status changed *investigating → identified* by <@U0ALICE>" in status["text"]
     assert "prompt template v14 is the cause" in status["text"] and "Posted late" in status["text"]
     assert "<@U0CAROL> is now *Scribe* (assigned by <@U0ALICE>)" in role["text"] and "Posted late" in role["text"]
-    assert "U0CAROL" in standin.channel(room)["members"]
+    # The invitation, the card and the topic follow each message: wait for them, don't race them.
+    eventually(lambda: "U0CAROL" in standin.channel(room)["members"], timeout=5)
     eventually(lambda: [c for c in standin.calls("chat.update")
                         if "U0CAROL" in str(c["args"]) and "identified" in str(c["args"]).lower()], timeout=5)
-    # The topic is set just after the card is updated: wait for it too, don't race it.
     eventually(lambda: "identified" in standin.calls("conversations.setTopic")[-1]["args"]["topic"].lower(),
                timeout=5)
     eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
