@@ -437,7 +437,7 @@ def record_update(session: Session, channel_id: str, text: str, actor_id: str, p
                 "Record the evidence with `/incident evidence <item> <value>` (see `/incident evidence`), "
                 "or take the claim out of the update.")
     cadence.record_update_sent(incident, playbook, utcnow())
-    entry = add_entry(session, incident, "update", actor_id, text=text, new_value=audience)
+    entry = add_entry(session, incident, "update", actor_id, text=text, new_value=audience, awaiting_room_post=True)
     return Change(incident=IncidentView.of(incident), old_value=None, new_value="update", entry=entry)
 
 

@@ -351,7 +351,15 @@ def post_once(client: WebClient, channel: str, *, text: str, blocks: list, event
     """
     if maybe_posted:
         conversation = open_dm(client, channel) if channel.startswith(("U", "W")) else channel
-        already = find_message_by_metadata(client, conversation, event_type, key, oldest=since - CLOCK_MARGIN)
+        try:
+            already = find_message_by_metadata(client, conversation, event_type, key, oldest=since - CLOCK_MARGIN)
+        except SlackCallFailed as exc:
+            if exc.error != "not_in_channel":
+                raise
+            # A public channel the bot posts to without being in it (chat:write.public) cannot be read:
+            # a copy posted just before a crash cannot be seen, and posting twice beats never posting.
+            log.warning("cannot look in %s for %s (the bot is not in it); posting it", channel, key)
+            already = None
         if already:
             return already
     return call("posting the reminder", client.chat_postMessage, channel=channel, text=text, blocks=blocks,

@@ -33,8 +33,9 @@ def register(app: App, runtime: Runtime) -> Router:
 
 def reminder_delivery(client: WebClient, runtime: Runtime):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
+    room_posts, late_updates = war_room.deliver_room_post(client), updates.deliver_late_update(client, runtime)
     by_kind = {
-        RoomPostDue: war_room.deliver_room_post(client),
+        RoomPostDue: lambda due: (late_updates if due.entry.kind == "update" else room_posts)(due),
         RoomOpenDue: war_room.deliver_room(client, runtime),
         ActionReminderDue: actions.deliver_action_reminder(client),
         RequirementDue: classify.deliver_rule_missed(client),

@@ -18,15 +18,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot import cadence, incidents, slack_io
 from bot.cadence import ReminderDue
 from bot.errors import UsageError
-from bot.incidents import ROLES, Change
+from bot.after_ack import ENTRY_EVENT, RoomPostDue
+from bot.incidents import ROLES, Change, IncidentView, TimelineItem
 from bot.playbook import Audience
 from bot.reminders import DeliveryFailed
 from bot.render import TEMPLATES_DIR, fit_escaped, render, render_plain
 from bot.runtime import Runtime
-from commands.messages import ROOM_GONE_ERRORS, section_blocks
+from commands.messages import ROOM_GONE_ERRORS, post_reminder, section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument, parse_update
 from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields
-from commands.war_room import post
+from commands.war_room import entry_metadata, owed_room_work, post
 
 UPDATE_VIEW = "post_update"
 OPEN_UPDATE_FORM = "open_update_form"
@@ -69,19 +70,55 @@ def update_modal(channel_id: str, draft: str, audience: Audience | None = None,
     ).to_dict()
 
 
-def post_update(client: WebClient, runtime: Runtime, change: Change) -> None:
-    """Post a recorded update in the war room and, if one is set, the stakeholder channel (never
-    for a drill: stakeholders must not read a simulated incident as a real one)."""
-    incident, entry = change.incident, change.entry
+def update_messages(runtime: Runtime, incident: IncidentView, entry: TimelineItem, *,
+                    late: bool = False) -> list[tuple[str, str, str]]:
+    """(channel, text, step) of a recorded update's messages: the war room's and, if one is set, the
+    stakeholder channel's (never for a drill: stakeholders must not read a simulated incident as a
+    real one)."""
     audience = runtime.playbook.audiences.get(entry.new_value) if entry.new_value else None
     stakeholders = runtime.settings.warroom_updates_channel
-    post(client, incident.channel_id, render("update_posted.slack.j2", incident=incident, entry=entry,
+    messages = [(incident.channel_id, render("update_posted.slack.j2", incident=incident, entry=entry, late=late,
                                              stakeholders=False, audience=audience,
-                                             held_back=bool(stakeholders and incident.is_drill)))
+                                             held_back=bool(stakeholders and incident.is_drill)),
+                 "posting to the war room")]
     if stakeholders and not incident.is_drill:
-        post(client, stakeholders, render("update_posted.slack.j2", incident=incident, entry=entry, stakeholders=True,
-                                          audience=audience, held_back=False),
-             step="posting to the stakeholder channel")
+        messages.append((stakeholders, render("update_posted.slack.j2", incident=incident, entry=entry, late=late,
+                                              stakeholders=True, audience=audience, held_back=False),
+                         "posting to the stakeholder channel"))
+    return messages
+
+
+def post_update(client: WebClient, runtime: Runtime, change: Change) -> None:
+    """Post a recorded update where it goes, each message tagged with the entry: an update is owed
+    like a note, so a process that dies before posting it leaves it to `deliver_late_update`."""
+    def post_each() -> None:
+        for channel, text, step in update_messages(runtime, change.incident, change.entry):
+            post(client, channel, text, step, metadata=entry_metadata(change.entry.id))
+
+    owed_room_work(runtime, change.entry, post_each)
+
+
+def deliver_late_update(client: WebClient, runtime: Runtime):
+    """The ticker's delivery of an update a dead process may not have posted: each of its messages
+    looked up by the entry's key where it goes (the dead process may have posted the war room's
+    and died before the stakeholders'), else posted, saying it comes late."""
+
+    def deliver(due: RoomPostDue) -> str:
+        (room, text, _), *elsewhere = update_messages(runtime, due.incident, due.entry, late=True)
+        ts = post_reminder(client, room, text, event_type=ENTRY_EVENT, due=due, permanent_errors=ROOM_GONE_ERRORS)
+        for channel, text, _ in elsewhere:
+            try:
+                slack_io.post_once(client, channel, text=text, blocks=section_blocks([text]), event_type=ENTRY_EVENT,
+                                   key=due.dedupe_key, since=due.due_at, maybe_posted=True)
+            except slack_io.SlackCallFailed as exc:
+                if exc.error not in ROOM_GONE_ERRORS:
+                    raise DeliveryFailed(str(exc)) from exc  # tried again; the room's is found, not reposted
+                # The stakeholder channel will not take it: the war room is told, as the person would have been.
+                post(client, room, render("update_not_for_stakeholders.slack.j2", reference=due.reference,
+                                          channel_id=channel, error=exc.error))
+        return ts
+
+    return deliver
 
 
 def _record_update(runtime: Runtime, channel_id: str, text: str, user_id: str, audience: str | None = None) -> Change:

@@ -172,6 +172,93 @@ def test_a_note_posted_just_before_the_process_died_is_found_not_posted_again(da
     assert any(call["args"].get("include_all_metadata") for call in standin.calls("conversations.history"))
 
 
+STAKEHOLDERS = GENERAL  # the stand-in's seeded channel, the bot in it, doubles as the stakeholder channel
+UPDATE = "update Rolled back to prompt template v13; refund answers correct since 10:42"
+
+
+def update_then_die_before_posting_it(database, standin, processes, stakeholders: str) -> tuple[str, int]:
+    """(room, entry id) of a stakeholder update acknowledged by a process killed while Slack failed
+    every post, so it posted it nowhere."""
+    victim, slack = processes("victim", WARROOM_TICK="1s", WARROOM_UPDATES_CHANNEL=stakeholders)
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.fail_next("chat.postMessage", status=500, times=10_000)
+    assert slack.command(BOB, room, UPDATE).status == 200
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    [entry] = database.rows("SELECT id, awaiting_room_post FROM timeline_entry WHERE kind = 'update'")
+    assert entry["awaiting_room_post"]
+    return room, entry["id"]
+
+
+def test_a_status_update_whose_process_died_before_posting_it_reaches_the_room_and_the_stakeholders(
+        database, standin, processes):
+    """The update stakeholders read is owed like a note: the victim dies before posting it anywhere,
+    and the successor posts it, late and once, in the war room and in the stakeholder channel."""
+    room, entry_id = update_then_die_before_posting_it(database, standin, processes, STAKEHOLDERS)
+
+    processes("successor", **FAST_TAKEOVER, WARROOM_UPDATES_CHANNEL=STAKEHOLDERS)
+    [in_room] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
+    [for_stakeholders] = eventually(lambda: posts_of(standin, STAKEHOLDERS, entry_id), timeout=10)
+    for message in (in_room, for_stakeholders):
+        assert "*INC-1 update* (SEV2, investigating) from <@U0BOB>" in message["text"]
+        assert "refund answers correct since 10:42" in message["text"] and "Posted late" in message["text"]
+    assert f"<#{room}>" in for_stakeholders["text"]  # the way to the war room
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    time.sleep(2.5)  # two more ticks: still once each
+    assert (len(posts_of(standin, room, entry_id)), len(posts_of(standin, STAKEHOLDERS, entry_id))) == (1, 1)
+
+
+def test_an_update_posted_in_the_room_before_its_process_died_is_only_posted_to_the_stakeholders(
+        database, standin, processes):
+    """The victim posts the update in the war room and dies while its stakeholder post is with
+    Slack (which then fails it): the successor finds the room's message by its key and posts only
+    the stakeholders' one."""
+    victim, slack = processes("victim", WARROOM_TICK="1s", WARROOM_UPDATES_CHANNEL=STAKEHOLDERS)
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.delay_next("chat.postMessage", 0)  # the room's post goes through
+    standin.delay_next("chat.postMessage", 1.5)  # the stakeholders' is held, then fails
+    assert slack.command(BOB, room, UPDATE).status == 200
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'update'")
+    [in_room] = eventually(lambda: posts_of(standin, room, entry_id))
+    eventually(lambda: standin.delays_owed("chat.postMessage") == 0)  # the stakeholders' post is with Slack
+    standin.fail_next("chat.postMessage", status=500, times=10_000)
+    kill(victim)
+    eventually(lambda: [c for c in standin.calls("chat.postMessage")
+                        if c["args"].get("channel") == STAKEHOLDERS and not c["ok"]], timeout=5)
+    standin.clear_faults()
+    assert posts_of(standin, STAKEHOLDERS, entry_id) == []
+
+    processes("successor", **FAST_TAKEOVER, WARROOM_UPDATES_CHANNEL=STAKEHOLDERS)
+    [for_stakeholders] = eventually(lambda: posts_of(standin, STAKEHOLDERS, entry_id), timeout=10)
+    assert "Posted late" in for_stakeholders["text"] and "Posted late" not in in_room["text"]
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    assert posts_of(standin, room, entry_id) == [in_room]
+
+
+def test_a_late_update_the_stakeholder_channel_will_not_take_is_told_to_the_war_room(database, standin, processes):
+    """The bot is not in the stakeholder channel: the late update is posted in the war room, which is
+    told it did not reach the stakeholders (as the person would have been live), once."""
+    outside = standin.create_channel("exec-updates", [ALICE])["id"]
+    room, entry_id = update_then_die_before_posting_it(database, standin, processes, outside)
+
+    processes("successor", **FAST_TAKEOVER, WARROOM_UPDATES_CHANNEL=outside)
+    [in_room] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
+    told = eventually(lambda: [m["text"] for m in standin.messages(room) if "could not be posted to" in m["text"]])
+    assert told == [f":warning: *INC-1 update* is in the war room, but could not be posted to <#{outside}>: "
+                    "Slack said `not_in_channel`. Post it there by hand, and check that the bot is still in that "
+                    "channel."]
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    time.sleep(2.5)  # two more ticks: told once
+    assert len([m for m in standin.messages(room) if "could not be posted to" in m["text"]]) == 1
+    assert standin.messages(outside) == []
+
+
 def declare_then_die_before_the_room(database, standin, processes) -> None:
     """INC-1 declared and acknowledged by a process killed while Slack fails to create its room."""
     victim, slack = processes("victim", WARROOM_TICK="1s")
@@ -221,6 +308,8 @@ def test_a_room_slack_created_just_before_its_process_died_is_taken_not_opened_a
     processes("successor", **FAST_TAKEOVER)
     room = eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 1"), timeout=10)
     card = eventually(lambda: database.scalar("SELECT card_ts FROM incident WHERE number = 1"))
+    # The card is recorded just before it is pinned: wait for the pin, don't race it.
+    eventually(lambda: standin.calls("pins.add"))
     assert [c["args"]["timestamp"] for c in standin.calls("pins.add")] == [card]
     assert ALICE in standin.channel(room)["members"]
     rooms = [c["name"] for c in standin.channels() if c["name"].startswith("inc-")]

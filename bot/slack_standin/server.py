@@ -912,6 +912,12 @@ class SlackStandIn:
         with self._lock:
             self._next_delays.setdefault(method, []).append(seconds)
 
+    def delays_owed(self, method: str) -> int:
+        """How many `delay_next` delays of ``method`` no call has taken yet (a call that took one is
+        in flight until its delay is over)."""
+        with self._lock:
+            return len(self._next_delays.get(method, []))
+
     # --------------------------------------------------------- inspection
     def calls(self, method: str | None = None) -> list[dict]:
         with self._lock:
