@@ -380,10 +380,13 @@ def change_severity(
         raise NothingToChange(f"{incident.reference} is already SEV{severity}.")
     old = f"sev{incident.severity}"
     incident.severity = severity
-    cadence.retime_after_severity(incident, playbook, utcnow())
+    now = utcnow()
+    cadence.retime_after_severity(incident, playbook, now)
     entry = add_entry(session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}",
-                      awaiting_room_post=True)
-    fired = rules.fire_rules(session, incident, playbook, utcnow())
+                      occurred_at=now, recorded_at=now, awaiting_room_post=True)
+    # Fired at the change's own time: the rules a change fired are those fired when it happened
+    # (rules.fired_with), which its message posted late by another process tells the room too.
+    fired = rules.fire_rules(session, incident, playbook, now)
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry,
                   fired=fired)
 

@@ -149,11 +149,16 @@ def _as_fired(requirement: RuleRequirement, rule: Rule | None, held: set[str]) -
                      start_notification_assessment=bool(rule and rule.start_notification_assessment))
 
 
-def fired_so_far(session: Session, incident_id: int, playbook: Playbook) -> list[FiredRule]:
-    """The rules that have fired for an incident, as they were fired (for a war room that just opened)."""
+def fired_so_far(session: Session, incident_id: int, playbook: Playbook,
+                 fired_at: datetime | None = None) -> list[FiredRule]:
+    """The rules that have fired for an incident (for a war room that just opened), or those fired
+    at `fired_at` (by the change made then: incidents.change_severity), the roles still missing as
+    they are now."""
     incident = session.get_one(Incident, incident_id)
     held = {assignment.role for assignment in incident.roles}
     by_name = {rule.name: rule for rule in playbook.rules}
+    query = select(RuleRequirement).where(RuleRequirement.incident_id == incident_id)
+    if fired_at is not None:
+        query = query.where(RuleRequirement.fired_at == fired_at)
     return [_as_fired(requirement, by_name.get(requirement.rule), held)
-            for requirement in session.scalars(select(RuleRequirement).where(RuleRequirement.incident_id == incident_id)
-                                               .order_by(RuleRequirement.id))]
+            for requirement in session.scalars(query.order_by(RuleRequirement.id))]

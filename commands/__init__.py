@@ -33,7 +33,7 @@ def register(app: App, runtime: Runtime) -> Router:
 
 def reminder_delivery(client: WebClient, runtime: Runtime):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
-    room_posts, late_updates = war_room.deliver_room_post(client), updates.deliver_late_update(client, runtime)
+    room_posts, late_updates = war_room.deliver_room_post(client, runtime), updates.deliver_late_update(client, runtime)
     by_kind = {
         RoomPostDue: lambda due: (late_updates if due.entry.kind == "update" else room_posts)(due),
         RoomOpenDue: war_room.deliver_room(client, runtime),

@@ -169,14 +169,20 @@ def refresh_card(client: WebClient, incident: IncidentView, *, topic_changed: bo
 CARD_CHANGES = {"severity", "status", "role"}
 
 
-def deliver_room_post(client: WebClient):
+def deliver_room_post(client: WebClient, runtime: Runtime):
     """The ticker's delivery of an entry's room message a dead process may not have posted (a note, a
     decision, a severity, status or role change): looked up in the room by its key first (it may
     have), else posted, saying it comes late. A change's card and topic are brought up to date and a
-    new role holder invited, as the live post would have (each of those harmless to do twice)."""
+    new role holder invited, as the live post would have (each of those harmless to do twice); a
+    severity change's message carries the playbook rules it fired, which the live one was followed by."""
 
     def deliver(due: RoomPostDue) -> str:
         text = render("timeline_entry_logged.slack.j2", entry=due.entry, late=True)
+        if due.entry.kind == "severity":
+            with runtime.transaction() as session:
+                fired = rules.fired_so_far(session, due.incident_id, runtime.playbook, fired_at=due.entry.occurred_at)
+            if fired:
+                text += "\n" + render("rules_fired.slack.j2", fired=fired)
         ts = post_reminder(client, due.channel_id, text, event_type=after_ack.ENTRY_EVENT, due=due,
                            permanent_errors=ROOM_GONE_ERRORS)
         if due.entry.kind in CARD_CHANGES:

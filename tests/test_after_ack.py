@@ -172,6 +172,31 @@ def test_a_note_posted_just_before_the_process_died_is_found_not_posted_again(da
     assert any(call["args"].get("include_all_metadata") for call in standin.calls("conversations.history"))
 
 
+def test_a_severity_change_posted_late_brings_the_playbook_rules_it_fired(database, standin, processes):
+    """Going to SEV1 fires the playbook's "sev1 needs a full command team": the victim dies before
+    telling the room either, and the successor's late message carries both, the roles still
+    missing as they are now."""
+    victim, slack = processes("victim", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    assert slack.command(ALICE, room, "role comms <@U0CAROL|carol>").status == 200
+    standin.wait_until_quiet()
+    standin.fail_next("chat.postMessage", status=500, times=10_000)
+    assert slack.command(ALICE, room, "sev 1 refunds promised to every customer who asks").status == 200
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    assert not [m for m in standin.messages(room) if "Playbook rule" in m["text"]]
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'severity'")
+
+    processes("successor", **FAST_TAKEOVER)
+    [late] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
+    assert "Severity changed *SEV2 → SEV1*" in late["text"] and "Posted late" in late["text"]
+    assert "*Playbook rule: sev1 needs a full command team.*" in late["text"]
+    assert "*Incident commander* (`/incident role ic @person`), *Tech lead*" in late["text"]
+    assert "Comms lead" not in late["text"]  # held since before
+    assert len([m for m in standin.messages(room) if "Playbook rule" in m["text"]]) == 1
+
+
 STAKEHOLDERS = GENERAL  # the stand-in's seeded channel, the bot in it, doubles as the stakeholder channel
 UPDATE = "update Rolled back to prompt template v13; refund answers correct since 10:42"
 
