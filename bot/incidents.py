@@ -454,7 +454,7 @@ def set_cadence(
                          "Reopen it with `/incident status investigating` first.")
     old = cadence.override_cadence(incident, interval, playbook, utcnow())
     new = format_duration(interval)
-    entry = add_entry(session, incident, "cadence", actor_id, old_value=old, new_value=new,
+    entry = add_entry(session, incident, "cadence", actor_id, old_value=old, new_value=new, awaiting_room_post=True,
                        text=f"Updates every {new}" if interval else "Update reminders off")
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=new, entry=entry)
 
@@ -471,7 +471,7 @@ def snooze_updates(
     cadence.snooze(incident, duration, playbook, utcnow())
     entry = add_entry(session, incident, "snooze", actor_id, text=f"Next update reminder in {format_duration(duration)}",
                        old_value=old.isoformat(timespec="seconds"),
-                       new_value=incident.next_update_due_at.isoformat(timespec="seconds"))
+                       new_value=incident.next_update_due_at.isoformat(timespec="seconds"), awaiting_room_post=True)
     return Change(incident=IncidentView.of(incident), old_value=old.isoformat(), new_value=entry.new_value, entry=entry)
 
 

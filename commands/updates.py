@@ -186,7 +186,7 @@ def register(router: Router, app: App) -> None:
             with runtime.transaction() as session:
                 change = change_clock(session, request.channel_id, wanted.duration, request.user_id,
                                       runtime.playbook)
-            return _tell_the_room(request, change)
+            return _tell_the_room(runtime, request, change)
         return handler
 
     router.add("update", update)
@@ -235,6 +235,10 @@ def _update_form_fields(body: dict, view: dict) -> tuple:
             view["state"]["values"]["update"]["update"].get("value") or "")
 
 
-def _tell_the_room(request: SlashRequest, change: Change) -> Reply:
-    return Reply(then=lambda client: post(client, request.channel_id, render("cadence_changed.slack.j2", change=change)),
+def _tell_the_room(runtime: Runtime, request: SlashRequest, change: Change) -> Reply:
+    def tell(client: WebClient) -> None:
+        post(client, request.channel_id, render("cadence_changed.slack.j2", change=change),
+             metadata=entry_metadata(change.entry.id))
+
+    return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: tell(client)),
                  then_failure=f"The {change.entry.kind} change is recorded, but")

@@ -177,7 +177,7 @@ def deliver_room_post(client: WebClient, runtime: Runtime):
     severity change's message carries the playbook rules it fired, which the live one was followed by."""
 
     def deliver(due: RoomPostDue) -> str:
-        text = render("timeline_entry_logged.slack.j2", entry=due.entry, late=True)
+        text = render("timeline_entry_logged.slack.j2", entry=due.entry, incident=due.incident, late=True)
         if due.entry.kind == "severity":
             with runtime.transaction() as session:
                 fired = rules.fired_so_far(session, due.incident_id, runtime.playbook, fired_at=due.entry.occurred_at)

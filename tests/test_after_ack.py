@@ -64,6 +64,25 @@ def kill(process) -> None:
     process.process.wait(5)
 
 
+def typed_then_died_before_posting(database, standin, processes, *commands: str, who: str = BOB,
+                                   before: tuple[str, ...] = (), **env) -> str:
+    """The war room of INC-1, where `commands` (after `before`) were acknowledged by a process
+    killed while Slack failed every post: between retries (0.5 s, then 1 s), having posted nothing."""
+    victim, slack = processes("victim", WARROOM_TICK="1s", **env)
+    room = declare_room(slack, database)
+    for command in before:
+        assert slack.command(ALICE, room, command).status == 200
+    standin.wait_until_quiet()
+    standin.fail_next("chat.postMessage", status=500, times=10_000)
+    for command in commands:
+        acknowledged = slack.command(who, room, command)
+        assert acknowledged.status == 200 and said(acknowledged) == "", acknowledged.body  # committed
+    time.sleep(0.2)
+    kill(victim)
+    standin.clear_faults()
+    return room
+
+
 @pytest.mark.parametrize("command, kind, posted", [
     ("decision Roll back prompt template v14 to v13", "decision", "Roll back prompt template v14 to v13"),
     ("sev 1 refunds promised to every customer who asks", "severity", "Severity changed *SEV2 → SEV1*"),
@@ -81,16 +100,8 @@ def test_a_posted_entry_is_marked_posted_and_tagged_with_its_key(database, stand
 
 
 def test_a_note_whose_process_died_before_posting_it_is_posted_once_by_the_next(database, standin, processes):
-    victim, slack = processes("victim", WARROOM_TICK="1s")
-    room = declare_room(slack, database)
-    standin.wait_until_quiet()
-    # Slack fails every post, so the victim is between retries (0.5 s, then 1 s) when it is killed.
-    standin.fail_next("chat.postMessage", status=500, times=10_000)
-    noted = slack.command(BOB, room, "note Refund answers seen in 12 transcripts since 09:10")
-    assert noted.status == 200 and said(noted) == ""  # acknowledged: committed
-    time.sleep(0.2)
-    kill(victim)
-    standin.clear_faults()
+    room = typed_then_died_before_posting(database, standin, processes,
+                                          "note Refund answers seen in 12 transcripts since 09:10")
     [entry] = database.rows("SELECT id, awaiting_room_post FROM timeline_entry WHERE kind = 'note'")
     assert entry["awaiting_room_post"] and posts_of(standin, room, entry["id"]) == []
 
@@ -115,15 +126,9 @@ def test_a_status_and_a_role_change_whose_process_died_before_posting_them_are_p
     """Like a note, a status or role change owes the room its message: the victim dies before
     posting either, and the successor posts both, late and once, invites the new role holder and
     brings the pinned card and the topic up to date, as the live posts would have."""
-    victim, slack = processes("victim", WARROOM_TICK="1s")
-    room = declare_room(slack, database)
-    standin.wait_until_quiet()
-    standin.fail_next("chat.postMessage", status=500, times=10_000)
-    assert slack.command(ALICE, room, "status identified prompt template v14 is the cause").status == 200
-    assert slack.command(ALICE, room, "role scribe <@U0CAROL|carol>").status == 200
-    time.sleep(0.2)
-    kill(victim)
-    standin.clear_faults()
+    room = typed_then_died_before_posting(database, standin, processes,
+                                          "status identified prompt template v14 is the cause",
+                                          "role scribe <@U0CAROL|carol>", who=ALICE)
     entries = database.rows("SELECT id, kind, awaiting_room_post FROM timeline_entry "
                             "WHERE kind IN ('status', 'role') ORDER BY id")
     assert [(e["kind"], bool(e["awaiting_room_post"])) for e in entries] == [("status", True), ("role", True)]
@@ -176,15 +181,9 @@ def test_a_severity_change_posted_late_brings_the_playbook_rules_it_fired(databa
     """Going to SEV1 fires the playbook's "sev1 needs a full command team": the victim dies before
     telling the room either, and the successor's late message carries both, the roles still
     missing as they are now."""
-    victim, slack = processes("victim", WARROOM_TICK="1s")
-    room = declare_room(slack, database)
-    assert slack.command(ALICE, room, "role comms <@U0CAROL|carol>").status == 200
-    standin.wait_until_quiet()
-    standin.fail_next("chat.postMessage", status=500, times=10_000)
-    assert slack.command(ALICE, room, "sev 1 refunds promised to every customer who asks").status == 200
-    time.sleep(0.2)
-    kill(victim)
-    standin.clear_faults()
+    room = typed_then_died_before_posting(database, standin, processes,
+                                          "sev 1 refunds promised to every customer who asks",
+                                          before=("role comms <@U0CAROL|carol>",))
     assert not [m for m in standin.messages(room) if "Playbook rule" in m["text"]]
     entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'severity'")
 
@@ -197,6 +196,22 @@ def test_a_severity_change_posted_late_brings_the_playbook_rules_it_fired(databa
     assert len([m for m in standin.messages(room) if "Playbook rule" in m["text"]]) == 1
 
 
+@pytest.mark.parametrize("command, posted", [
+    ("cadence 15m", ":repeat: <@U0BOB> set the update cadence to every 15m (was "),
+    ("snooze 45m", ":zzz: <@U0BOB> snoozed the update reminder: next one due "),
+])
+def test_a_cadence_change_whose_process_died_before_posting_it_is_posted_by_the_next(
+        database, standin, processes, command, posted):
+    room = typed_then_died_before_posting(database, standin, processes, command)
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind IN ('cadence', 'snooze')")
+
+    processes("successor", **FAST_TAKEOVER)
+    [late] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
+    assert posted in late["text"] and "Posted late" in late["text"]
+    due = database.scalar("SELECT next_update_due_at FROM incident")
+    assert str(due)[:16].replace("T", " ") in late["text"]
+
+
 STAKEHOLDERS = GENERAL  # the stand-in's seeded channel, the bot in it, doubles as the stakeholder channel
 UPDATE = "update Rolled back to prompt template v13; refund answers correct since 10:42"
 
@@ -204,14 +219,7 @@ UPDATE = "update Rolled back to prompt template v13; refund answers correct sinc
 def update_then_die_before_posting_it(database, standin, processes, stakeholders: str) -> tuple[str, int]:
     """(room, entry id) of a stakeholder update acknowledged by a process killed while Slack failed
     every post, so it posted it nowhere."""
-    victim, slack = processes("victim", WARROOM_TICK="1s", WARROOM_UPDATES_CHANNEL=stakeholders)
-    room = declare_room(slack, database)
-    standin.wait_until_quiet()
-    standin.fail_next("chat.postMessage", status=500, times=10_000)
-    assert slack.command(BOB, room, UPDATE).status == 200
-    time.sleep(0.2)
-    kill(victim)
-    standin.clear_faults()
+    room = typed_then_died_before_posting(database, standin, processes, UPDATE, WARROOM_UPDATES_CHANNEL=stakeholders)
     [entry] = database.rows("SELECT id, awaiting_room_post FROM timeline_entry WHERE kind = 'update'")
     assert entry["awaiting_room_post"]
     return room, entry["id"]
