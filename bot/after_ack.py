@@ -6,8 +6,9 @@ leave the record without its room or its message, and no one was told. Now the d
 is still owed, and the reminder ledger (bot.reminders) delivers it once, whichever process is alive:
 
 - a declared incident with no war room `repost_after` past its declaration is owed a room;
-- a note, a decision, a severity, status, role or cadence change, or a stakeholder update is written
-  `awaiting_room_post` (an update owes the stakeholder channel its message too); the
+- a note, a decision, a change (severity, status, role, cadence, classification, flag), a
+  stakeholder update, evidence or containment is written `awaiting_room_post` (an update owes the
+  stakeholder channel its message too); the
   process that posted its message (or told the person it could not) clears the flag, many entries
   a statement (`PostedEntries`), so an entry
   still flagged `repost_after` past its time was left by a process that died, or by a live one

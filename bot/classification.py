@@ -10,7 +10,6 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from bot import incidents, rules
-from bot.db import utcnow
 from bot.errors import NothingToChange, UsageError
 from bot.incidents import Change, IncidentView
 from bot.playbook import FailureMode, Playbook
@@ -31,8 +30,9 @@ def classify(session: Session, channel_id: str, driver: str, failure_mode: str, 
         raise NothingToChange(f"{incident.reference} is already classified {driver} / {failure_mode}.")
     incident.driver, incident.failure_mode = driver, failure_mode
     entry = incidents.add_entry(session, incident, "classified", actor_id, old_value=old, new_value=new,
-                                text=f"driver {driver}, failure mode {failure_mode}")
-    fired = rules.fire_rules(session, incident, playbook, utcnow())
+                                text=f"driver {driver}, failure mode {failure_mode}", awaiting_room_post=True)
+    # At the entry's time: the rules it fired are found by it when its message is posted late.
+    fired = rules.fire_rules(session, incident, playbook, entry.occurred_at)
     change = Change(incident=IncidentView.of(incident), old_value=old, new_value=new, entry=entry, fired=fired)
     return Classified(change=change, guidance=playbook.taxonomy.failure_modes.get(failure_mode))
 
@@ -49,7 +49,8 @@ def set_flag(session: Session, channel_id: str, flag: str, on: bool, actor_id: s
     flags = flags | {flag} if on else flags - {flag}
     incident.flags = ",".join(sorted(flags))
     entry = incidents.add_entry(session, incident, "flag", actor_id, text=playbook.flags[flag],
-                                old_value=None if on else flag, new_value=flag if on else "off", source_ref=flag)
-    fired = rules.fire_rules(session, incident, playbook, utcnow()) if on else []
+                                old_value=None if on else flag, new_value=flag if on else "off", source_ref=flag,
+                                awaiting_room_post=True)
+    fired = rules.fire_rules(session, incident, playbook, entry.occurred_at) if on else []
     return Change(incident=IncidentView.of(incident), old_value=entry.old_value, new_value=entry.new_value,
                   entry=entry, fired=fired)

@@ -81,7 +81,8 @@ def record_evidence(session: Session, channel_id: str, item: str, value: str, ac
     record = session.scalars(select(EvidenceRecord).where(
         EvidenceRecord.incident_id == incident.id, EvidenceRecord.item == item)).one_or_none()
     entry = incidents.add_entry(session, incident, "evidence", actor_id, text=f"{spec.label}: {value}",
-                                source_ref=item, new_value="replaced" if record else "recorded")
+                                source_ref=item, new_value="replaced" if record else "recorded",
+                                awaiting_room_post=True)
     if record is None:
         record = EvidenceRecord(incident_id=incident.id, item=item)
         session.add(record)
@@ -107,7 +108,7 @@ def record_containment(session: Session, channel_id: str, text: str, reversible:
               or 0) + 1
     entry = incidents.add_entry(session, incident, "containment", actor_id, text=f"C{number}: {text}",
                                 new_value="reversible" if reversible else "irreversible" if reversible is False
-                                else None, source_ref=f"C{number}")
+                                else None, source_ref=f"C{number}", awaiting_room_post=True)
     containment = Containment(incident_id=incident.id, number=number, text=entry.text.removeprefix(f"C{number}: "),
                               reversible=reversible, created_by=actor_id,
                               success_signal=incidents.redact(session, incident.id, success_signal)[0],
@@ -128,7 +129,7 @@ def verify_containment(session: Session, channel_id: str, number: int, evidence:
     if containment.verified_at is not None:
         raise NothingToChange(f"C{number} is already verified.")
     entry = incidents.add_entry(session, incident, "containment", actor_id, text=f"C{number} verified: {evidence}",
-                                new_value="verified", source_ref=f"C{number}")
+                                new_value="verified", source_ref=f"C{number}", awaiting_room_post=True)
     containment.verified_at, containment.verified_by = utcnow(), actor_id
     containment.verified_evidence = entry.text.removeprefix(f"C{number} verified: ")
     session.flush()

@@ -380,13 +380,12 @@ def change_severity(
         raise NothingToChange(f"{incident.reference} is already SEV{severity}.")
     old = f"sev{incident.severity}"
     incident.severity = severity
-    now = utcnow()
-    cadence.retime_after_severity(incident, playbook, now)
+    cadence.retime_after_severity(incident, playbook, utcnow())
     entry = add_entry(session, incident, "severity", actor_id, text=reason, old_value=old, new_value=f"sev{severity}",
-                      occurred_at=now, recorded_at=now, awaiting_room_post=True)
+                      awaiting_room_post=True)
     # Fired at the change's own time: the rules a change fired are those fired when it happened
-    # (rules.fired_with), which its message posted late by another process tells the room too.
-    fired = rules.fire_rules(session, incident, playbook, now)
+    # (rules.fired_so_far), which its message posted late by another process tells the room too.
+    fired = rules.fire_rules(session, incident, playbook, entry.occurred_at)
     return Change(incident=IncidentView.of(incident), old_value=old, new_value=f"sev{severity}", entry=entry,
                   fired=fired)
 

@@ -11,7 +11,7 @@ from bot.render import render
 from commands.messages import reminder_delivery
 from commands.parsing import parse_classify, parse_flag
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import announce_rules, post, refresh_card
+from commands.war_room import announce_rules, entry_metadata, owed_room_work, post, refresh_card
 
 RULE_EVENT = "warroom_rule_missed"
 
@@ -31,18 +31,21 @@ def register(router: Router, app: App) -> None:
                                                  request.user_id, playbook)
 
         def tell(client: WebClient) -> None:
-            post(client, request.channel_id, render("classified.slack.j2", classified=classified))
+            post(client, request.channel_id, render("classified.slack.j2", classified=classified),
+                 metadata=entry_metadata(classified.change.entry.id))
             announce_rules(client, request.channel_id, classified.change.fired)
             refresh_card(client, classified.change.incident)
 
-        return Reply(then=tell, then_failure="The classification is recorded, but")
+        return Reply(then=lambda client: owed_room_work(runtime, classified.change.entry, lambda: tell(client)),
+                     then_failure="The classification is recorded, but")
 
     def flag(request: SlashRequest) -> Reply:
         wanted = parse_flag(request.args, playbook.flags)
         with runtime.transaction() as session:
             change = classification.set_flag(session, request.channel_id, wanted.flag, wanted.on, request.user_id,
                                              playbook)
-        return Reply(then=lambda client: _tell_flag(client, request.channel_id, change),
+        return Reply(then=lambda client: owed_room_work(runtime, change.entry,
+                                                        lambda: _tell_flag(client, request.channel_id, change)),
                      then_failure="The flag is recorded, but")
 
     router.add("classify", classify)
@@ -50,6 +53,6 @@ def register(router: Router, app: App) -> None:
 
 
 def _tell_flag(client: WebClient, channel_id: str, change: Change) -> None:
-    post(client, channel_id, render("flag_changed.slack.j2", change=change))
+    post(client, channel_id, render("flag_changed.slack.j2", change=change), metadata=entry_metadata(change.entry.id))
     announce_rules(client, channel_id, change.fired)
     refresh_card(client, change.incident)

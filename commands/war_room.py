@@ -165,20 +165,28 @@ def refresh_card(client: WebClient, incident: IncidentView, *, topic_changed: bo
                       topic=topic_for(incident))
 
 
-# The entries whose change the pinned card shows: their late message brings it up to date too.
-CARD_CHANGES = {"severity", "status", "role"}
+# The entries whose change the pinned card shows (the topic too: TOPIC_CHANGES), and those that can
+# fire playbook rules: their late message brings the card up to date, and tells the rules they fired.
+CARD_CHANGES = {"severity", "status", "role", "classified", "flag"}
+TOPIC_CHANGES = {"severity", "status"}
+RULE_FIRING = {"severity", "classified", "flag"}
 
 
 def deliver_room_post(client: WebClient, runtime: Runtime):
     """The ticker's delivery of an entry's room message a dead process may not have posted (a note, a
-    decision, a severity, status or role change): looked up in the room by its key first (it may
-    have), else posted, saying it comes late. A change's card and topic are brought up to date and a
-    new role holder invited, as the live post would have (each of those harmless to do twice); a
-    severity change's message carries the playbook rules it fired, which the live one was followed by."""
+    decision, a change, evidence, a containment action): looked up in the room by its key first (it
+    may have), else posted, saying it comes late. A change's card and topic are brought up to date and
+    a new role holder invited, as the live post would have (each of those harmless to do twice); the
+    message carries what the live one was followed by: a classification's guidance from the
+    playbook, the playbook rules a change fired."""
 
     def deliver(due: RoomPostDue) -> str:
         text = render("timeline_entry_logged.slack.j2", entry=due.entry, incident=due.incident, late=True)
-        if due.entry.kind == "severity":
+        if due.entry.kind == "classified":
+            failure_mode = (due.entry.new_value or "").partition("/")[2]
+            text += "\n" + render("guidance.slack.j2", failure_mode=failure_mode,
+                                  guidance=runtime.playbook.taxonomy.failure_modes.get(failure_mode))
+        if due.entry.kind in RULE_FIRING:
             with runtime.transaction() as session:
                 fired = rules.fired_so_far(session, due.incident_id, runtime.playbook, fired_at=due.entry.occurred_at)
             if fired:
@@ -189,7 +197,7 @@ def deliver_room_post(client: WebClient, runtime: Runtime):
             try:
                 if due.entry.kind == "role" and due.entry.new_value:
                     slack_io.invite(client, due.channel_id, due.entry.new_value)
-                refresh_card(client, due.incident, topic_changed=due.entry.kind != "role")
+                refresh_card(client, due.incident, topic_changed=due.entry.kind in TOPIC_CHANGES)
             except slack_io.SlackCallFailed as exc:
                 # The message is in the room; the card catches up at the incident's next change.
                 log.warning("posted %s late but could not bring its card up to date: %s", due.reference, exc)

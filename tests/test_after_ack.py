@@ -212,6 +212,38 @@ def test_a_cadence_change_whose_process_died_before_posting_it_is_posted_by_the_
     assert str(due)[:16].replace("T", " ") in late["text"]
 
 
+@pytest.mark.parametrize("command, before, posted", [
+    ("evidence model gpt-4o-2024-08-06", (),
+     [":receipt: *Evidence* recorded by <@U0BOB>: Model and version: gpt-4o-2024-08-06"]),
+    ("contain Disable the refund tool reversible verify: no refund answers in 30 minutes", (),
+     [":shield: *Containment* by <@U0BOB>: C1: Disable the refund tool (reversible)"]),
+    ("contain verified 1 zero refund answers since 11:40", ("contain Disable the refund tool",),
+     [":white_check_mark: *Containment* C1 verified: zero refund answers since 11:40 (by <@U0BOB>)"]),
+    ("classify data leakage", (),
+     [":label: Classified *data / leakage* by <@U0BOB>.", "*leakage: contain first:* Disable the retrieval source",
+      "*Playbook rule: leakage needs privacy.* Freeze prompt and config changes", "`/incident notify`"]),
+    ("flag affects-people", (), [":triangular_flag_on_post: Flagged *affects-people*: "]),
+])
+def test_evidence_containment_and_classification_whose_process_died_before_posting_are_posted_by_the_next(
+        database, standin, processes, command, before, posted):
+    """What the minimum-evidence and taxonomy commands tell the room is owed like a note: posted late
+    and once by the successor, a classification with the playbook's guidance and the rules it fired,
+    and the pinned card brought up to date."""
+    room = typed_then_died_before_posting(database, standin, processes, command, before=before)
+    kind = command.split()[0].replace("contain", "containment").replace("classify", "classified")
+    entry_id = database.scalar("SELECT max(id) FROM timeline_entry WHERE kind = :kind", kind=kind)
+
+    processes("successor", **FAST_TAKEOVER)
+    [late] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
+    assert "Posted late" in late["text"]
+    for part in posted:
+        assert part in late["text"], late["text"]
+    if kind == "classified":
+        eventually(lambda: [c for c in standin.calls("chat.update") if "data / leakage" in str(c["args"])])
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+
+
 STAKEHOLDERS = GENERAL  # the stand-in's seeded channel, the bot in it, doubles as the stakeholder channel
 UPDATE = "update Rolled back to prompt template v13; refund answers correct since 10:42"
 
