@@ -104,7 +104,8 @@ class ActionReminderDue(ClaimedReminder):
 def _entry(session: Session, incident: Incident, action: CorrectiveAction, actor_id: str, text: str,
            new_state: str, old_state: str | None = None) -> TimelineItem:
     entry = TimelineEntry(incident_id=incident.id, kind="action", actor_id=actor_id, text=text,
-                          old_value=old_state, new_value=new_state, source_ref=f"A{action.number}")
+                          old_value=old_state, new_value=new_state, source_ref=f"A{action.number}",
+                          awaiting_room_post=True)
     session.add(entry)
     session.flush()
     return TimelineItem.model_validate(entry)
@@ -131,6 +132,15 @@ def record_action(session: Session, channel_id: str, *, owner_id: str, due_on: d
     session.flush()
     entry = _entry(session, incident, action, actor_id, f"A{number}: {text}", "open")
     return ActionChange(action=ActionView.of(action, incident), entry=entry)
+
+
+def action_view(session: Session, incident_id: int, label: str) -> ActionView | None:
+    """The action `A<n>` of an incident as it is now, if it has one."""
+    incident = session.get_one(Incident, incident_id)
+    action = session.scalars(select(CorrectiveAction).where(
+        CorrectiveAction.incident_id == incident_id,
+        CorrectiveAction.number == int(label.removeprefix("A")))).one_or_none()
+    return ActionView.of(action, incident) if action else None
 
 
 def _action(session: Session, incident: Incident, number: int) -> CorrectiveAction:

@@ -7,8 +7,8 @@ is still owed, and the reminder ledger (bot.reminders) delivers it once, whichev
 
 - a declared incident with no war room `repost_after` past its declaration is owed a room;
 - a note, a decision, a change (severity, status, role, cadence, classification, flag), a
-  stakeholder update, evidence or containment is written `awaiting_room_post` (an update owes the
-  stakeholder channel its message too); the
+  stakeholder update, evidence, containment or a corrective action is written `awaiting_room_post`
+  (an update owes the stakeholder channel its message too, a new action its owner a DM); the
   process that posted its message (or told the person it could not) clears the flag, many entries
   a statement (`PostedEntries`), so an entry
   still flagged `repost_after` past its time was left by a process that died, or by a live one

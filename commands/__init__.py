@@ -33,9 +33,12 @@ def register(app: App, runtime: Runtime) -> Router:
 
 def reminder_delivery(client: WebClient, runtime: Runtime):
     """What the ticker calls to deliver a claimed reminder, whichever kind it is."""
-    room_posts, late_updates = war_room.deliver_room_post(client, runtime), updates.deliver_late_update(client, runtime)
+    room_posts = war_room.deliver_room_post(client, runtime)
+    # Entries whose messages go beyond their room: an update's to the stakeholders, an action's to its owner.
+    entry_posts = {"update": updates.deliver_late_update(client, runtime),
+                   "action": actions.deliver_late_action(client, runtime, room_posts)}
     by_kind = {
-        RoomPostDue: lambda due: (late_updates if due.entry.kind == "update" else room_posts)(due),
+        RoomPostDue: lambda due: entry_posts.get(due.entry.kind, room_posts)(due),
         RoomOpenDue: war_room.deliver_room(client, runtime),
         ActionReminderDue: actions.deliver_action_reminder(client),
         RequirementDue: classify.deliver_rule_missed(client),

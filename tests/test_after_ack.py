@@ -244,6 +244,33 @@ def test_evidence_containment_and_classification_whose_process_died_before_posti
                timeout=5)
 
 
+ACTION = "action <@U0CAROL|carol> 2099-01-31 Add a refund-policy eval to the release gate verify: eval fails on v14"
+
+
+def test_a_corrective_action_whose_process_died_before_posting_it_reaches_the_room_and_its_owner(
+        database, standin, processes):
+    """A new corrective action owes the room its message and its owner a DM: the successor sends
+    both, late and once; a later change of the action (done, verified) is posted late as itself."""
+    room = typed_then_died_before_posting(database, standin, processes, ACTION, "action done 1 merged in PR 812")
+    recorded, done = [row["id"] for row in database.rows(
+        "SELECT id FROM timeline_entry WHERE kind = 'action' ORDER BY id")]
+
+    processes("successor", **FAST_TAKEOVER)
+    [in_room] = eventually(lambda: posts_of(standin, room, recorded), timeout=10)
+    assert ":hammer_and_wrench: *A1* corrective action by <@U0BOB>: Add a refund-policy eval" in in_room["text"]
+    assert "Owner <@U0CAROL> · due 2099-01-31 · verify: eval fails on v14" in in_room["text"]
+    assert "Posted late" in in_room["text"]
+    [told] = eventually(lambda: [m for m in standin.dm_messages("U0CAROL") if f"entry:{recorded}" in entry_keys_of(m)])
+    assert "You own corrective action *A1* from *INC-1*" in told["text"]
+    [state] = eventually(lambda: posts_of(standin, room, done), timeout=10)
+    assert ":ballot_box_with_check: A1 done: merged in PR 812 (by <@U0BOB>)" in state["text"]
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    time.sleep(2.5)  # two more ticks: still once each
+    assert [len(posts_of(standin, room, recorded)), len(posts_of(standin, room, done))] == [1, 1]
+    assert len([m for m in standin.dm_messages("U0CAROL") if f"entry:{recorded}" in entry_keys_of(m)]) == 1
+
+
 STAKEHOLDERS = GENERAL  # the stand-in's seeded channel, the bot in it, doubles as the stakeholder channel
 UPDATE = "update Rolled back to prompt template v13; refund answers correct since 10:42"
 
