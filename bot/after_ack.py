@@ -1,16 +1,16 @@
 """Slack work owed after an ack, carried across a crash: a war room never opened, a message never posted.
 
 A command is acknowledged once what it records is committed; the Slack work (opening the war
-room, posting a note, a decision or a change in it) comes after the ack. A process killed in between used to
-leave the record without its room or its message, and no one was told. Now the database says what
+room, posting a note, a decision or a change in it) comes after the ack. A process killed in
+between used to leave the record without its room or its message, and no one was told. Now the database says what
 is still owed, and the reminder ledger (bot.reminders) delivers it once, whichever process is alive:
 
 - a declared incident with no war room `repost_after` past its declaration is owed a room;
 - a note, a decision, a change (severity, status, role, cadence, classification, flag), a
-  stakeholder update, evidence, containment or a corrective action is written `awaiting_room_post`
-  (an update owes the stakeholder channel its message too, a new action its owner a DM); the
-  process that posted its message (or told the person it could not) clears the flag, many entries
-  a statement (`PostedEntries`), so an entry
+  stakeholder update, evidence, containment, a corrective action, an assessment answer or a
+  postmortem mark is written `awaiting_room_post` (an update owes the stakeholder channel its
+  message too, a new action its owner a DM); the process that posted its message (or told the
+  person it could not) clears the flag, many entries a statement (`PostedEntries`), so an entry
   still flagged `repost_after` past its time was left by a process that died, or by a live one
   that did not start it before half that time (its room's earlier posts held up by Slack) and left
   it here rather than race the takeover (commands.log). The post carries the entry's key as message

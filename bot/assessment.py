@@ -124,7 +124,7 @@ def record_answer(session: Session, channel_id: str, topic: str, question: str, 
     incident = incidents.lock_incident_in_channel(session, channel_id)
     text = _questions(topic, playbook)[question]
     entry = incidents.add_entry(session, incident, topic, actor_id, text=f"{text} {answer}", source_ref=question,
-                                new_value=answer if topic == NOTIFICATION else None)
+                                new_value=answer if topic == NOTIFICATION else None, awaiting_room_post=True)
     stored = entry.text.removeprefix(f"{text} ")  # as stored: redacted if it held personal data
     now = utcnow()
     statement = dialect_insert(session, AssessmentAnswer).values(
@@ -186,7 +186,7 @@ def decide(session: Session, channel_id: str, notify: bool, reason: str, actor_i
                               f"{incident.notification_decision}")
     entry = incidents.add_entry(session, incident, "notification", actor_id, source_ref="decision",
                                 new_value="notify" if notify else "no notification",
-                                text=("Notify: " if notify else "Do not notify: ") + reason)
+                                text=("Notify: " if notify else "Do not notify: ") + reason, awaiting_room_post=True)
     incident.notification_decision, incident.notification_decided_at = entry.text, utcnow()
     _stop(session, incident.id, incident.notification_decided_at)
     return AnswerChange(view=view(session, incident, NOTIFICATION, playbook), entry=entry)

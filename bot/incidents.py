@@ -580,5 +580,5 @@ def set_mark(session: Session, channel_id: str, mark: str, when: datetime, actor
     stamp = when.isoformat(timespec="seconds").replace("+00:00", "Z")
     entry = add_entry(session, incident, "mark", actor_id, text=MARK_NAMES[mark], source_ref=mark,
                        old_value=old.isoformat(timespec="seconds").replace("+00:00", "Z") if old else None,
-                       new_value=stamp)
+                       new_value=stamp, awaiting_room_post=True)
     return Change(incident=IncidentView.of(incident), old_value=entry.old_value, new_value=stamp, entry=entry)

@@ -7,7 +7,7 @@ from typing import Callable
 
 from slack_sdk import WebClient
 
-from bot import after_ack, incidents, rules, slack_io
+from bot import after_ack, assessment, incidents, rules, slack_io
 from bot.after_ack import RoomOpenDue, RoomPostDue
 from bot.db import utcnow
 from bot.incidents import IncidentView, TimelineItem
@@ -181,7 +181,12 @@ def deliver_room_post(client: WebClient, runtime: Runtime):
     playbook, the playbook rules a change fired."""
 
     def deliver(due: RoomPostDue) -> str:
-        text = render("timeline_entry_logged.slack.j2", entry=due.entry, incident=due.incident, late=True)
+        clocks = []
+        if due.entry.kind == "notification" and due.entry.source_ref != "decision":
+            with runtime.transaction() as session:  # the answer may have started one: say which run now
+                clocks = assessment.running_clocks(session, due.incident_id)
+        text = render("timeline_entry_logged.slack.j2", entry=due.entry, incident=due.incident, clocks=clocks,
+                      late=True)
         if due.entry.kind == "classified":
             failure_mode = (due.entry.new_value or "").partition("/")[2]
             text += "\n" + render("guidance.slack.j2", failure_mode=failure_mode,

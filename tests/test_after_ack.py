@@ -223,6 +223,12 @@ def test_a_cadence_change_whose_process_died_before_posting_it_is_posted_by_the_
      [":label: Classified *data / leakage* by <@U0BOB>.", "*leakage: contain first:* Disable the retrieval source",
       "*Playbook rule: leakage needs privacy.* Freeze prompt and config changes", "`/incident notify`"]),
     ("flag affects-people", (), [":triangular_flag_on_post: Flagged *affects-people*: "]),
+    ("impact harmed Applicants in three postcodes were refused loans", (),
+     [":clipboard: *Impact* (<@U0BOB>): Who may be harmed, and how? Applicants in three postcodes were refused"]),
+    ("notify other_customers yes", (),
+     [":scales: *Notification assessment* (<@U0BOB>): Did one customer's data reach another customer? yes",
+      ":alarm_clock: Clock running: *Affected customers (contractual breach notice)*: decide by "]),
+    ("mark detected 2026-01-05 09:10", (), [":round_pushpin: *Detected* marked at 2026-01-05T09:10:00Z by <@U0BOB>"]),
 ])
 def test_evidence_containment_and_classification_whose_process_died_before_posting_are_posted_by_the_next(
         database, standin, processes, command, before, posted):
@@ -230,7 +236,8 @@ def test_evidence_containment_and_classification_whose_process_died_before_posti
     and once by the successor, a classification with the playbook's guidance and the rules it fired,
     and the pinned card brought up to date."""
     room = typed_then_died_before_posting(database, standin, processes, command, before=before)
-    kind = command.split()[0].replace("contain", "containment").replace("classify", "classified")
+    kind = {"contain": "containment", "classify": "classified", "notify": "notification"}.get(
+        command.split()[0], command.split()[0])
     entry_id = database.scalar("SELECT max(id) FROM timeline_entry WHERE kind = :kind", kind=kind)
 
     processes("successor", **FAST_TAKEOVER)
