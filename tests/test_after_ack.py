@@ -99,6 +99,37 @@ def test_a_posted_entry_is_marked_posted_and_tagged_with_its_key(database, stand
         "SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0, timeout=5)
 
 
+# Every command whose room message a crash would leave owed (bot.after_ack), and the entry it writes.
+OWED = [("note seen in 12 transcripts", "note"), ("decision Roll back prompt template v14 to v13", "decision"),
+        ("sev 1 refunds promised to every customer who asks", "severity"), ("status identified v14", "status"),
+        ("role scribe <@U0CAROL|carol>", "role"), ("cadence 15m", "cadence"), ("snooze 45m", "snooze"),
+        ("update Rolled back to v13", "update"), ("evidence model gpt-4o-2024-08-06", "evidence"),
+        ("contain Disable the refund tool", "containment"), ("contain verified 1 no refund answers", "containment"),
+        ("classify data leakage", "classified"), ("flag affects-people", "flag"),
+        ("action <@U0CAROL|carol> 2099-01-31 Add a refund eval", "action"), ("action done 1 merged", "action"),
+        ("impact harmed Applicants were refused loans", "impact"), ("notify other_customers yes", "notification"),
+        ("notify decide not only our own tenant; legal agrees", "notification"),
+        ("mark detected 2026-01-05 09:10", "mark")]
+
+
+def test_every_owed_message_posted_live_is_tagged_and_marked_posted(database, standin, processes):
+    """A command that owes its room a message must tag it with its entry's key (or the takeover,
+    not finding it, posts it again) and say it posted it (or the takeover looks for it in the room
+    a couple of minutes later): each does both, well before any takeover (an hour away here)."""
+    _, slack = processes("bot", WARROOM_TICK="1s")
+    room = declare_room(slack, database)
+    for command, _ in OWED:
+        acknowledged = slack.command(BOB, room, command)
+        assert acknowledged.status == 200 and said(acknowledged) == "", (command, acknowledged.body)
+    entries = database.rows("SELECT id, kind FROM timeline_entry WHERE awaiting_room_post OR kind IN ("
+                            + ", ".join(f"'{kind}'" for _, kind in OWED) + ") ORDER BY id")
+    assert [e["kind"] for e in entries] == [kind for _, kind in OWED]
+    eventually(lambda: all(posts_of(standin, room, e["id"]) for e in entries), timeout=10)
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    assert [(e["kind"], len(posts_of(standin, room, e["id"]))) for e in entries] == [(e["kind"], 1) for e in entries]
+
+
 def test_a_note_whose_process_died_before_posting_it_is_posted_once_by_the_next(database, standin, processes):
     room = typed_then_died_before_posting(database, standin, processes,
                                           "note Refund answers seen in 12 transcripts since 09:10")
