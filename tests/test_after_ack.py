@@ -332,7 +332,8 @@ def test_a_status_update_whose_process_died_before_posting_it_reaches_the_room_a
     [in_room] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
     [for_stakeholders] = eventually(lambda: posts_of(standin, STAKEHOLDERS, entry_id), timeout=10)
     for message in (in_room, for_stakeholders):
-        assert "*INC-1 update* (SEV2, investigating) from <@U0BOB>" in message["text"]
+        # Posted late, it shows the incident as it is now, and says so.
+        assert "*INC-1 update* (now SEV2, investigating) from <@U0BOB>" in message["text"]
         assert "refund answers correct since 10:42" in message["text"] and "Posted late" in message["text"]
     assert f"<#{room}>" in for_stakeholders["text"]  # the way to the war room
     eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
