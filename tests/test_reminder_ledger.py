@@ -11,14 +11,24 @@ from sqlalchemy import text
 from bot import incidents, reminders
 from bot.reminders import DeliveryFailed
 from bot.playbook import Playbook
+from tests.conftest import BACKENDS, fresh_database
 
 PLAYBOOK = Playbook()
 LATE_AFTER, LEASE = timedelta(seconds=2), timedelta(seconds=10)
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def ledger(request, tmp_path_factory):
+    """A database no running bot watches: the session's bot (conftest `bot`) ticks on the shared
+    one, and its ticker would claim some of the reminders these tests count (it did, in CI)."""
+    with fresh_database(request.param, tmp_path_factory.mktemp(f"ledger-{request.param}")) as database:
+        yield database
+
+
 @pytest.fixture
-def owed(database):
+def owed(ledger):
     """40 open incidents whose update fell due a second ago, scheduled on the ledger."""
+    database = ledger
     database.empty()
     now = datetime.now(timezone.utc)
     with database.sessions.begin() as session:
