@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from slack_bolt import App
-from slack_sdk import WebClient
 
 from bot import assessment
 from bot.assessment import IMPACT, NOTIFICATION
@@ -11,7 +10,7 @@ from bot.render import render
 from commands.messages import reminder_delivery
 from commands.parsing import AnswerRequest, parse_impact, parse_notify
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import entry_metadata, owed_room_work, post
+from commands.war_room import owed_room_post
 
 CLOCK_EVENT = "warroom_notification_clock"
 
@@ -30,12 +29,8 @@ def register(router: Router, app: App) -> None:
         return Reply(text=render(template, assessment=shown))
 
     def tell(request: SlashRequest, change) -> Reply:
-        def post_it(client: WebClient) -> None:
-            post(client, request.channel_id, render("answer_recorded.slack.j2", change=change),
-                 metadata=entry_metadata(change.entry.id))
-
-        return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: post_it(client)),
-                     then_failure="The answer is recorded, but")
+        return owed_room_post(runtime, request.channel_id, change.entry, "The answer is recorded, but",
+                              "answer_recorded.slack.j2", change=change)
 
     def impact(request: SlashRequest) -> Reply:
         wanted = parse_impact(request.args, playbook.impact)

@@ -15,7 +15,7 @@ from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import parse_export_format, parse_mark, parse_postmortem_done
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import entry_metadata, owed_room_work, post
+from commands.war_room import owed_room_post, post
 
 FORMAT_NAMES = {"md": "Markdown", "json": "JSON", "csv": "CSV"}
 
@@ -48,12 +48,8 @@ def register(router: Router, app: App) -> None:
         wanted = parse_mark(request.args)
         with runtime.transaction() as session:
             change = incidents.set_mark(session, request.channel_id, wanted.mark, wanted.when, request.user_id)
-        def tell(client: WebClient) -> None:
-            post(client, request.channel_id, render("mark_set.slack.j2", change=change),
-                 metadata=entry_metadata(change.entry.id))
-
-        return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: tell(client)),
-                     then_failure="The mark is recorded, but")
+        return owed_room_post(runtime, request.channel_id, change.entry, "The mark is recorded, but",
+                              "mark_set.slack.j2", change=change)
 
     def file_handler(what: str):
         def handler(request: SlashRequest) -> Reply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slack_bolt import App
+from slack_sdk import WebClient
 
 from bot import incidents
 from bot.incidents import Change
@@ -10,18 +11,16 @@ from bot.render import render
 from bot.runtime import Runtime
 from commands.parsing import parse_sev, parse_status
 from commands.router import Reply, Router, SlashRequest
-from commands.war_room import announce_rules, entry_metadata, owed_room_work, post, refresh_card
+from commands.war_room import announce_rules, owed_room_post, refresh_card
 
 
 def _announce(runtime: Runtime, request: SlashRequest, change: Change) -> Reply:
-    def tell_the_room(client):
-        post(client, request.channel_id, render("state_changed.slack.j2", change=change),
-             metadata=entry_metadata(change.entry.id))
+    def rules_and_card(client: WebClient) -> None:
         announce_rules(client, request.channel_id, change.fired)
         refresh_card(client, change.incident, topic_changed=True)
 
-    return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: tell_the_room(client)),
-                 then_failure=f"The {change.entry.kind} change is recorded, but")
+    return owed_room_post(runtime, request.channel_id, change.entry, f"The {change.entry.kind} change is recorded, but",
+                          "state_changed.slack.j2", and_then=rules_and_card, change=change)
 
 
 def register(router: Router, app: App) -> None:

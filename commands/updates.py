@@ -27,7 +27,7 @@ from bot.runtime import Runtime
 from commands.messages import ROOM_GONE_ERRORS, post_reminder, section_blocks
 from commands.parsing import ENTRY_MAX_CHARS, checked_text, parse_duration_argument, parse_update
 from commands.router import Reply, Router, SlashRequest, database_failure, payload_fields
-from commands.war_room import entry_metadata, owed_room_work, post
+from commands.war_room import entry_metadata, owed_room_post, owed_room_work, post
 
 UPDATE_VIEW = "post_update"
 OPEN_UPDATE_FORM = "open_update_form"
@@ -186,7 +186,9 @@ def register(router: Router, app: App) -> None:
             with runtime.transaction() as session:
                 change = change_clock(session, request.channel_id, wanted.duration, request.user_id,
                                       runtime.playbook)
-            return _tell_the_room(runtime, request, change)
+            return owed_room_post(runtime, request.channel_id, change.entry,
+                                  f"The {change.entry.kind} change is recorded, but", "cadence_changed.slack.j2",
+                                  change=change)
         return handler
 
     router.add("update", update)
@@ -234,11 +236,3 @@ def _update_form_fields(body: dict, view: dict) -> tuple:
     return (metadata["channel_id"], metadata.get("audience"), body["user"]["id"],
             view["state"]["values"]["update"]["update"].get("value") or "")
 
-
-def _tell_the_room(runtime: Runtime, request: SlashRequest, change: Change) -> Reply:
-    def tell(client: WebClient) -> None:
-        post(client, request.channel_id, render("cadence_changed.slack.j2", change=change),
-             metadata=entry_metadata(change.entry.id))
-
-    return Reply(then=lambda client: owed_room_work(runtime, change.entry, lambda: tell(client)),
-                 then_failure=f"The {change.entry.kind} change is recorded, but")

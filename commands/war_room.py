@@ -16,6 +16,7 @@ from bot.render import render
 from bot.rules import FiredRule
 from bot.runtime import Runtime
 from commands.messages import ROOM_GONE_ERRORS, card_blocks, card_fallback_text, post_reminder, section_blocks
+from commands.router import Reply
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,20 @@ def turn_came_in_time(runtime: Runtime, entry: TimelineItem) -> bool:
     log.warning("left the room post of timeline entry %s to the takeover: its turn came %.0f s after "
                 "it was recorded", entry.id, waited.total_seconds())
     return False
+
+
+def owed_room_post(runtime: Runtime, channel_id: str, entry: TimelineItem, failure: str, template: str, *,
+                   and_then: Callable[[WebClient], None] | None = None, **values) -> Reply:
+    """The reply of a command whose entry owes the room a message: after the ack, `template` is
+    rendered with `values`, posted tagged with the entry, followed by `and_then` (the rules it fired,
+    the card) and the entry marked posted (`owed_room_work`); `failure` opens what the person is
+    told if Slack refuses."""
+    def tell(client: WebClient) -> None:
+        post(client, channel_id, render(template, **values), metadata=entry_metadata(entry.id))
+        if and_then is not None:
+            and_then(client)
+
+    return Reply(then=lambda client: owed_room_work(runtime, entry, lambda: tell(client)), then_failure=failure)
 
 
 def owed_room_work(runtime: Runtime, entry: TimelineItem, work: Callable[[], None]) -> None:
