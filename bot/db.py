@@ -100,7 +100,8 @@ def _refuse_a_connection_the_server_closed(dbapi_connection, _record, _proxy) ->
     pool hands out another (SQLAlchemy retries a checkout refused with DisconnectionError), so the
     bot carries on after a database restart without being restarted (tests/test_db_outage.py).
     A server that vanished without hanging up (a host lost) fails the command's first statement
-    instead, answered "could not record this", and the pool starts afresh."""
+    instead, answered "could not record this" (a note written in one statement that commits itself,
+    bot.runtime.Runtime.log_in_room_at_once: "may or may not be recorded"), and the pool starts afresh."""
     if dbapi_connection.closed or getattr(dbapi_connection, "broken", False):
         raise DisconnectionError("the connection is closed")
     if hung_up(dbapi_connection):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.after_ack import PostedEntries
 from bot.db import make_engine, make_session_factory
-from bot.incidents import claim_event
+from bot.incidents import TimelineItem, claim_event, log_in_known_room_at_once
 from bot.playbook import Playbook, load_playbook
 from bot.settings import Settings
 
@@ -69,6 +69,43 @@ class Runtime:
             yield
         finally:
             _delivery.reset(token)
+
+    def log_in_room_at_once(self, channel_id: str, kind: str, actor_id: str, text: str,
+                            new_value: str | None = None) -> TimelineItem | None:
+        """A note or decision, with the claim of the delivery being handled, written without an ORM
+        session where it can be (incidents.log_in_known_room_at_once); None when it was not, and
+        nothing was written: the caller writes it in `transaction`, which claims the delivery."""
+        key = _delivery.get()
+        if not key:
+            return None
+        with self.engine.connect() as connection:  # no connection: raised as is, nothing was sent
+            autocommit = connection.dialect.name == "postgresql"
+            if autocommit:
+                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                entry = log_in_known_room_at_once(connection, self.sessions.kw["info"], key, channel_id, kind,
+                                                  actor_id, text, new_value)
+            except OperationalError as exc:
+                if is_lock_timeout(exc):
+                    raise DeliveryInProgress(key) from exc
+                # A statement that commits itself, cut off without the server's answer, may have been
+                # saved or not, as a COMMIT cut off in `transaction`; one the server refused was not.
+                if autocommit and getattr(exc.orig, "sqlstate", None) is None:
+                    raise CommitOutcomeUnknown() from exc
+                raise
+            except InterfaceError as exc:
+                if autocommit:
+                    raise CommitOutcomeUnknown() from exc
+                raise
+            if entry is None:
+                connection.rollback()
+                return None
+            try:
+                connection.commit()
+            except (OperationalError, InterfaceError) as exc:
+                raise CommitOutcomeUnknown() from exc
+        _delivery.set(None)  # claimed: later transactions of the delivery are its own work
+        return entry
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.middleware import Middleware
 from slack_bolt.request import request as bolt_request_module
 from slack_sdk.signature import SignatureVerifier
 
@@ -50,6 +51,20 @@ class ObservedApp(App):
         return response
 
 
+class ShareTheAppsClient(Middleware):
+    """Bolt hands each request a new stock WebClient (thread safety if a listener swaps the token;
+    ours never do); listeners get the app's own, which keeps its connections to Slack. A Middleware
+    object rather than a function: Bolt calls it as it is, without working out keyword arguments
+    for it on every request (benchmarks/command_cpu.py)."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def process(self, *, req, resp, next):  # noqa: A002 - Bolt's own parameter name
+        req.context["client"] = self.client
+        return next()
+
+
 def _listener_failed(error, logger):
     """Bolt's default error handling (log it), and the delivery counted as failed."""
     scope = observability.current_scope()
@@ -79,13 +94,7 @@ def make_bolt_app(runtime: Runtime) -> App:
     )
     app.error(_listener_failed)
 
-    @app.middleware
-    def share_the_apps_client(context, next):
-        # Bolt hands each request a new stock WebClient (thread safety if a listener swaps the token;
-        # ours never do); listeners get the app's own, which keeps its connections to Slack.
-        context["client"] = app.client
-        next()
-
+    app.use(ShareTheAppsClient(app.client))
     commands.register(app, runtime)
     return app
 

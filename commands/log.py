@@ -30,8 +30,11 @@ def register(router: Router, app: App) -> None:
     def make_entry_handler(subcommand: str):
         def log_entry(request: SlashRequest) -> Reply:
             wanted = parse_entry(subcommand, request.args)
-            with runtime.transaction() as session:
-                entry = recorders[subcommand](session, request.channel_id, wanted, request.user_id)
+            entry = runtime.log_in_room_at_once(request.channel_id, subcommand, request.user_id, wanted.text,
+                                                wanted.owner_id if subcommand == "decision" else None)
+            if entry is None:
+                with runtime.transaction() as session:
+                    entry = recorders[subcommand](session, request.channel_id, wanted, request.user_id)
             # Entries queued back to back in the room (typed while Slack was busy with its last
             # post) are posted together, as one message.
             channel_id = request.channel_id

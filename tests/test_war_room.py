@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from commands.router import SlashRequest, delivery_key
 from tests.conftest import clean_slack, eventually, start_bot
 
 ALICE, BOB, CAROL, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
@@ -330,6 +331,52 @@ def test_a_command_delivered_twice_is_carried_out_once(slack, standin, database)
     # A new invocation (a new trigger) with the same text is a new decision, as the person meant.
     slack.command(ALICE, channel, "decision Roll back prompt template v14 to v13")
     assert database.scalar("SELECT count(*) FROM timeline_entry WHERE kind = 'decision'") == 2
+
+
+def test_notes_in_a_room_the_bot_knows_are_claimed_and_written_together(slack, standin, database):
+    """Once the bot knows a room's incident, a note or decision and the claim of its delivery are
+    written together, on their own connection (bot.incidents.log_in_known_room_at_once). A repeat is
+    still refused, a note holding a secret still has the value remembered, and a room that has since
+    become another incident's still gets the note, in that incident, with nothing claimed before."""
+    channel = declare(slack, standin)["id"]
+    known = slack.command(ALICE, channel, "note The room is now known to the bot")
+    assert said(known) == ""
+
+    first = slack.command(ALICE, channel, "note Retrieval returns tenant 881's invoices to tenant 412")
+    again = slack.command(ALICE, channel, "note Retrieval returns tenant 881's invoices to tenant 412",
+                          trigger_id=first.trigger_id)
+    assert said(first) == "" and "carried out once" in said(again)
+    assert database.scalar("SELECT count(*) FROM timeline_entry WHERE text LIKE 'Retrieval returns%'") == 1
+
+    def claimed_and_written_at(result, text_like: str) -> tuple:
+        key = delivery_key(SlashRequest(ALICE, channel, "note", "", trigger_id=result.trigger_id))
+        return (database.scalar("SELECT received_at FROM processed_event WHERE event_id = :key", key=key),
+                database.scalar("SELECT recorded_at FROM timeline_entry WHERE text LIKE :text", text=text_like))
+    # Written together, the claim and the entry carry one timestamp; the first note, written when the
+    # room was not yet known, was claimed before its entry was written.
+    claimed, written = claimed_and_written_at(first, "Retrieval returns%")
+    assert claimed == written
+    claimed, written = claimed_and_written_at(known, "The room is now known%")
+    assert claimed < written
+
+    secret = "sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz12345"
+    assert said(slack.command(ALICE, channel, f"decision Rotate {secret} now")) == ""
+    stored = database.scalar("SELECT text FROM timeline_entry WHERE kind = 'decision'")
+    assert stored.startswith("Rotate [redacted api_key ") and secret not in stored
+    assert database.scalar("SELECT count(*) FROM redacted_value WHERE kind = 'api_key'") == 1
+
+    # The room becomes another incident's (as after a restore): the bot's memory of it is wrong now.
+    declare_second = slack.command(ALICE, GENERAL, "declare sev2 Ranking drift after the data refresh")
+    assert declare_second.status == 200
+    # Its own room attached first, so the bot's after-ack work does not undo the move below.
+    eventually(lambda: database.scalar("SELECT channel_id FROM incident WHERE number = 2"))
+    second = database.scalar("SELECT id FROM incident WHERE number = 2")
+    with database.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE incident SET channel_id = NULL WHERE number = 1")
+        connection.exec_driver_sql(f"UPDATE incident SET channel_id = '{channel}' WHERE number = 2")
+    moved = slack.command(ALICE, channel, "note Filed against the incident the room belongs to now")
+    assert said(moved) == ""
+    assert database.scalar("SELECT incident_id FROM timeline_entry WHERE text LIKE 'Filed against%'") == second
 
 
 def test_concurrent_duplicates_of_one_declaration_declare_once(slack, standin, database):
