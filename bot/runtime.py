@@ -44,6 +44,15 @@ def is_lock_timeout(exc: OperationalError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
 
+def connection_lost(exc: OperationalError) -> bool:
+    """The connection ended under the statement: no answer from the server, or its last words (SQLSTATE
+    class 08, connection exception, or 57, operator intervention: a shutdown, a crash, a cancel). For
+    a statement that commits itself this leaves open whether it was saved: the server may go between
+    committing it and saying so. Any other error is the server refusing the statement: nothing saved."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate[:2] in ("08", "57")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -88,9 +97,7 @@ class Runtime:
             except OperationalError as exc:
                 if is_lock_timeout(exc):
                     raise DeliveryInProgress(key) from exc
-                # A statement that commits itself, cut off without the server's answer, may have been
-                # saved or not, as a COMMIT cut off in `transaction`; one the server refused was not.
-                if autocommit and getattr(exc.orig, "sqlstate", None) is None:
+                if autocommit and connection_lost(exc):
                     raise CommitOutcomeUnknown() from exc
                 raise
             except InterfaceError as exc:

@@ -337,6 +337,50 @@ def test_a_crash_in_the_middle_of_declarations_leaves_only_whole_incidents(outag
     assert result.status == 200 and f"INC-{len(incidents) + 1}" in said(result), result.body
 
 
+def test_a_crash_in_the_middle_of_notes_leaves_each_one_recorded_or_refused(outage, standin):
+    """Notes are in flight in a war room the bot knows (each claimed and written in one statement that
+    commits itself) when the server is killed: one acknowledged is in the timeline once, one answered
+    "nothing was saved" is not, and one cut off mid-statement is answered "may or may not be recorded"."""
+    cluster, database, bot, slack = outage
+    channel = open_war_room(slack, standin, database)
+    assert said(slack.command(BOB, channel, "note the room is known to the bot now")) == ""
+    answers: list[tuple[str, object]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def note_back_to_back(worker: int):
+        for i in range(1000):
+            if stop.is_set():
+                return
+            text = f"crash {worker}-{i}"
+            result = slack.command(BOB, channel, f"note {text}")
+            with lock:
+                answers.append((text, result))
+
+    threads = [threading.Thread(target=note_back_to_back, args=(w,)) for w in range(DECLARERS)]
+    for thread in threads:
+        thread.start()
+    eventually(lambda: len(answers) >= 40, timeout=15)
+    cluster.stop("immediate")
+    eventually(lambda: sum(said(r) == DATABASE_DOWN for _, r in answers) >= DECLARERS, timeout=10)
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+    cluster.start()
+    eventually(lambda: health(bot) == 200, timeout=5, interval=0.1)
+
+    acknowledged = {text for text, r in answers if r.status == 200 and said(r) == ""}
+    refused = {text for text, r in answers if said(r) == DATABASE_DOWN}
+    unknown = {text for text, r in answers if said(r) == OUTCOME_UNKNOWN}
+    assert acknowledged and refused and acknowledged | refused | unknown == {text for text, _ in answers}
+    recorded = [row["text"] for row in database.rows("SELECT text FROM timeline_entry WHERE text LIKE 'crash %'")]
+    assert len(recorded) == len(set(recorded)), "a note was written twice"
+    assert acknowledged <= set(recorded)
+    assert not (refused & set(recorded)), "a note answered 'nothing was saved' was saved"
+    print(f"\n{len(acknowledged)} notes acknowledged and recorded, {len(refused)} refused and absent, "
+          f"{len(unknown)} told they may or may not be recorded")
+
+
 def test_a_pooled_connection_the_server_closed_is_replaced_before_a_command_uses_it(database):
     """An idle pooled connection whose server process ended (a restart, an idle-session timeout, an
     administrator's pg_terminate_backend) is noticed at checkout and replaced, so the command that

@@ -339,31 +339,31 @@ def test_notes_in_a_room_the_bot_knows_are_claimed_and_written_together(slack, s
     still refused, a note holding a secret still has the value remembered, and a room that has since
     become another incident's still gets the note, in that incident, with nothing claimed before."""
     channel = declare(slack, standin)["id"]
-    known = slack.command(ALICE, channel, "note The room is now known to the bot")
-    assert said(known) == ""
+
+    def claimed_and_written_at(result, text_like: str) -> tuple:
+        key = delivery_key(SlashRequest(ALICE, channel, "note", "", trigger_id=result.trigger_id))
+        return (database.scalar("SELECT received_at FROM processed_event WHERE event_id = :key", key=key),
+                database.scalar("SELECT recorded_at FROM timeline_entry WHERE text LIKE :text", text=text_like))
+
+    # A secret to remember takes the ordinary path (a session's transaction): claimed, then written.
+    # The room is known to the bot from then on.
+    secret = "sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz12345"
+    with_secret = slack.command(ALICE, channel, f"decision Rotate {secret} now")
+    assert said(with_secret) == ""
+    stored = database.scalar("SELECT text FROM timeline_entry WHERE kind = 'decision'")
+    assert stored.startswith("Rotate [redacted api_key ") and secret not in stored
+    assert database.scalar("SELECT count(*) FROM redacted_value WHERE kind = 'api_key'") == 1
+    claimed, written = claimed_and_written_at(with_secret, "Rotate %")
+    assert claimed < written
 
     first = slack.command(ALICE, channel, "note Retrieval returns tenant 881's invoices to tenant 412")
     again = slack.command(ALICE, channel, "note Retrieval returns tenant 881's invoices to tenant 412",
                           trigger_id=first.trigger_id)
     assert said(first) == "" and "carried out once" in said(again)
     assert database.scalar("SELECT count(*) FROM timeline_entry WHERE text LIKE 'Retrieval returns%'") == 1
-
-    def claimed_and_written_at(result, text_like: str) -> tuple:
-        key = delivery_key(SlashRequest(ALICE, channel, "note", "", trigger_id=result.trigger_id))
-        return (database.scalar("SELECT received_at FROM processed_event WHERE event_id = :key", key=key),
-                database.scalar("SELECT recorded_at FROM timeline_entry WHERE text LIKE :text", text=text_like))
-    # Written together, the claim and the entry carry one timestamp; the first note, written when the
-    # room was not yet known, was claimed before its entry was written.
+    # Written together, the claim and the entry carry one timestamp.
     claimed, written = claimed_and_written_at(first, "Retrieval returns%")
     assert claimed == written
-    claimed, written = claimed_and_written_at(known, "The room is now known%")
-    assert claimed < written
-
-    secret = "sk-proj-Ab3dEf6hIj9kLmN0pQrStUvWxYz12345"
-    assert said(slack.command(ALICE, channel, f"decision Rotate {secret} now")) == ""
-    stored = database.scalar("SELECT text FROM timeline_entry WHERE kind = 'decision'")
-    assert stored.startswith("Rotate [redacted api_key ") and secret not in stored
-    assert database.scalar("SELECT count(*) FROM redacted_value WHERE kind = 'api_key'") == 1
 
     # The room becomes another incident's (as after a restore): the bot's memory of it is wrong now.
     declare_second = slack.command(ALICE, GENERAL, "declare sev2 Ranking drift after the data refresh")
