@@ -283,37 +283,46 @@ def test_a_hung_database_is_answered_within_slacks_three_seconds(outage, standin
     assert counts(database) == {**before, "entries": before["entries"] + 1}
 
 
-DECLARERS = 4
+SENDERS = 4
+
+
+def answers_until_the_server_is_killed(cluster, bot, send, warm: int) -> list[tuple[str, object]]:
+    """`send("crash <worker>-<i>")` back to back on SENDERS threads; once `warm` answers are in, the
+    server is killed, and once every thread has been refused it is started again. The (text, answer)
+    pairs, each a command acknowledged, refused, or cut off while the server went down."""
+    answers: list[tuple[str, object]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def back_to_back(worker: int):
+        for i in range(1000):
+            if stop.is_set():
+                return
+            text = f"crash {worker}-{i}"
+            result = send(text)
+            with lock:
+                answers.append((text, result))
+
+    threads = [threading.Thread(target=back_to_back, args=(w,)) for w in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    eventually(lambda: len(answers) >= warm, timeout=15)
+    cluster.stop("immediate")
+    eventually(lambda: sum(said(r) == DATABASE_DOWN for _, r in answers) >= SENDERS, timeout=10)
+    stop.set()
+    for thread in threads:
+        thread.join(15)
+    cluster.start()
+    eventually(lambda: health(bot) == 200, timeout=5, interval=0.1)
+    return answers
 
 
 def test_a_crash_in_the_middle_of_declarations_leaves_only_whole_incidents(outage, standin):
     """Declarations are in flight when the server is killed: each one is either acknowledged and
     wholly there (incident, number, first timeline entry) or refused and not there at all."""
     cluster, database, bot, slack = outage
-    answers: list[tuple[str, object]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def declare_back_to_back(worker: int):
-        for i in range(1000):
-            if stop.is_set():
-                return
-            title = f"crash {worker}-{i}"
-            result = slack.command(ALICE, GENERAL, f"declare sev3 {title}")
-            with lock:
-                answers.append((title, result))
-
-    threads = [threading.Thread(target=declare_back_to_back, args=(w,)) for w in range(DECLARERS)]
-    for thread in threads:
-        thread.start()
-    eventually(lambda: len(answers) >= 8, timeout=15)
-    cluster.stop("immediate")
-    eventually(lambda: sum(said(r) == DATABASE_DOWN for _, r in answers) >= DECLARERS, timeout=10)
-    stop.set()
-    for thread in threads:
-        thread.join(15)
-    cluster.start()
-    eventually(lambda: health(bot) == 200, timeout=5, interval=0.1)
+    answers = answers_until_the_server_is_killed(
+        cluster, bot, lambda title: slack.command(ALICE, GENERAL, f"declare sev3 {title}"), warm=8)
 
     acknowledged = {title for title, r in answers if r.status == 200 and "INC-" in said(r)}
     refused = {title for title, r in answers if said(r) == DATABASE_DOWN}
@@ -344,30 +353,8 @@ def test_a_crash_in_the_middle_of_notes_leaves_each_one_recorded_or_refused(outa
     cluster, database, bot, slack = outage
     channel = open_war_room(slack, standin, database)
     assert said(slack.command(BOB, channel, "note the room is known to the bot now")) == ""
-    answers: list[tuple[str, object]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def note_back_to_back(worker: int):
-        for i in range(1000):
-            if stop.is_set():
-                return
-            text = f"crash {worker}-{i}"
-            result = slack.command(BOB, channel, f"note {text}")
-            with lock:
-                answers.append((text, result))
-
-    threads = [threading.Thread(target=note_back_to_back, args=(w,)) for w in range(DECLARERS)]
-    for thread in threads:
-        thread.start()
-    eventually(lambda: len(answers) >= 40, timeout=15)
-    cluster.stop("immediate")
-    eventually(lambda: sum(said(r) == DATABASE_DOWN for _, r in answers) >= DECLARERS, timeout=10)
-    stop.set()
-    for thread in threads:
-        thread.join(15)
-    cluster.start()
-    eventually(lambda: health(bot) == 200, timeout=5, interval=0.1)
+    answers = answers_until_the_server_is_killed(
+        cluster, bot, lambda text: slack.command(BOB, channel, f"note {text}"), warm=40)
 
     acknowledged = {text for text, r in answers if r.status == 200 and said(r) == ""}
     refused = {text for text, r in answers if said(r) == DATABASE_DOWN}
