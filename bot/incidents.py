@@ -136,7 +136,12 @@ def redact(session: Session, incident_id: int, text: str) -> tuple[str, list[str
 
 
 def _redaction_of(session: Session, text: str) -> redaction.Redacted:
-    return redaction.redact(text, key=session.info.get("redaction_key") or LOCAL_REDACTION_KEY)
+    return _redaction_with(session.info, text)
+
+
+def _redaction_with(info: dict, text: str) -> redaction.Redacted:
+    """`text` redacted under the key a session factory's info carries (bot.db.make_session_factory)."""
+    return redaction.redact(text, key=info.get("redaction_key") or LOCAL_REDACTION_KEY)
 
 
 def _remember_redacted(session: Session, incident_id: int, result: redaction.Redacted) -> None:
@@ -321,14 +326,22 @@ _INCIDENT_COLUMNS = Incident.__table__.c
 _LOGGED_IN_ROOM = ("incident_id", "kind", "actor_id", "text", "new_value", "occurred_at", "recorded_at", "source",
                    "awaiting_room_post")
 _ROOM_PARAMS = {name: bindparam(name, type_=_ENTRY_COLUMNS[name].type) for name in _LOGGED_IN_ROOM}
+_ROOM_IS_THE_INCIDENTS = exists().where(
+    _INCIDENT_COLUMNS.id == _ROOM_PARAMS["incident_id"],
+    _INCIDENT_COLUMNS.number == bindparam("number", type_=_INCIDENT_COLUMNS.number.type),
+    _INCIDENT_COLUMNS.channel_id == bindparam("channel_id", type_=_INCIDENT_COLUMNS.channel_id.type))
 _INSERT_ENTRY_IF_ROOM_IS = _ENTRY_TABLE.insert().from_select(
-    _LOGGED_IN_ROOM,
-    select(*_ROOM_PARAMS.values()).where(exists().where(
-        _INCIDENT_COLUMNS.id == _ROOM_PARAMS["incident_id"],
-        _INCIDENT_COLUMNS.number == bindparam("number", type_=_INCIDENT_COLUMNS.number.type),
-        _INCIDENT_COLUMNS.channel_id == bindparam("channel_id", type_=_INCIDENT_COLUMNS.channel_id.type))),
+    _LOGGED_IN_ROOM, select(*_ROOM_PARAMS.values()).where(_ROOM_IS_THE_INCIDENTS),
 ).returning(*_ENTRY_RETURNED)
 ROOM_INCIDENTS_KEPT = 4096
+
+
+def _room_entry(incident: RoomIncident, channel_id: str, kind: str, actor_id: str, text: str,
+                new_value: str | None, now: datetime) -> dict:
+    """The parameters of _INSERT_ENTRY_IF_ROOM_IS: an entry by command, its room message owed."""
+    return {"incident_id": incident.id, "number": incident.number, "channel_id": channel_id, "kind": kind,
+            "actor_id": actor_id, "text": text, "new_value": new_value, "occurred_at": now, "recorded_at": now,
+            "source": "command", "awaiting_room_post": True}
 
 
 def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, text: str,
@@ -341,10 +354,8 @@ def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, te
         redacted = _redaction_of(session, text)
         now = utcnow()
         session.flush()  # as add_entry: changes made before this entry are written before it
-        row = session.execute(_INSERT_ENTRY_IF_ROOM_IS, {
-            "incident_id": incident.id, "number": incident.number, "channel_id": channel_id, "kind": kind,
-            "actor_id": actor_id, "text": redacted.text, "new_value": new_value, "occurred_at": now,
-            "recorded_at": now, "source": "command", "awaiting_room_post": True}).one_or_none()
+        row = session.execute(_INSERT_ENTRY_IF_ROOM_IS, _room_entry(incident, channel_id, kind, actor_id,
+                                                                    redacted.text, new_value, now)).one_or_none()
         if row is not None:
             _remember_redacted(session, incident.id, redacted)
             # The log line names the incident (bot.observability names it from rows loaded; none was).
@@ -370,10 +381,7 @@ _CLAIM_IN_ROOM = (
     DIALECT_INSERTS["postgresql"](ProcessedEvent.__table__)
     .from_select(["event_id", "received_at"], select(
         bindparam("event_id", type_=ProcessedEvent.__table__.c.event_id.type), _ROOM_PARAMS["recorded_at"],
-    ).where(exists().where(
-        _INCIDENT_COLUMNS.id == _ROOM_PARAMS["incident_id"],
-        _INCIDENT_COLUMNS.number == bindparam("number", type_=_INCIDENT_COLUMNS.number.type),
-        _INCIDENT_COLUMNS.channel_id == bindparam("channel_id", type_=_INCIDENT_COLUMNS.channel_id.type))))
+    ).where(_ROOM_IS_THE_INCIDENTS))
     .on_conflict_do_nothing(index_elements=["event_id"])
     .returning(ProcessedEvent.__table__.c.event_id)
     .cte("claim")
@@ -397,13 +405,11 @@ def log_in_known_room_at_once(connection: Connection, shared: dict, delivery_key
     incident = shared[ROOM_INCIDENTS].get(channel_id)
     if incident is None:
         return None
-    redacted = redaction.redact(text, key=shared.get("redaction_key") or LOCAL_REDACTION_KEY)
+    redacted = _redaction_with(shared, text)
     if redacted.findings:
         return None
     now = utcnow()
-    entry = {"incident_id": incident.id, "number": incident.number, "channel_id": channel_id, "kind": kind,
-             "actor_id": actor_id, "text": redacted.text, "new_value": new_value, "occurred_at": now,
-             "recorded_at": now, "source": "command", "awaiting_room_post": True}
+    entry = _room_entry(incident, channel_id, kind, actor_id, redacted.text, new_value, now)
     if connection.dialect.name == "postgresql":
         row = connection.execute(_CLAIM_AND_LOG_IN_ROOM, {"event_id": delivery_key, **entry}).one_or_none()
     else:  # SQLite has no INSERT in a WITH clause

@@ -30,8 +30,9 @@ def register(router: Router, app: App) -> None:
     def make_entry_handler(subcommand: str):
         def log_entry(request: SlashRequest) -> Reply:
             wanted = parse_entry(subcommand, request.args)
+            # A decision's owner is its new_value (incidents.record_decision); a note never has one.
             entry = runtime.log_in_room_at_once(request.channel_id, subcommand, request.user_id, wanted.text,
-                                                wanted.owner_id if subcommand == "decision" else None)
+                                                wanted.owner_id)
             if entry is None:
                 with runtime.transaction() as session:
                     entry = recorders[subcommand](session, request.channel_id, wanted, request.user_id)
