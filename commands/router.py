@@ -128,6 +128,18 @@ AFTER_ACK_THREADS = 8
 # fill 27,000 of a Slack message's 40,000 characters and 20 of its 50 blocks.
 JOINED_AT_MOST = 10
 
+# A room whose timeline entries were posted less than this long ago waits it out before posting the
+# next ones, or until a message-worth is queued: a burst of notes from several people (or a script)
+# reaches the room as a few full messages, not one each. Slack takes about one message a second a
+# channel, more only in short bursts; and each post costs this process about 0.6 ms of CPU that the
+# acks queue behind (benchmarks/command_cpu.py), so at 8 clients typing into one room, posting one
+# entry each put the bot's p99 ack at 1.9-2.3x the bare app's, against 1.2-1.6x joined
+# (benchmarks/ack_latency.py, alternate runs). A note in a quiet room is posted at once; a quarter
+# second more in a burst is less than Slack takes to show a message.
+JOIN_WAIT = 0.25
+# Rooms whose last joined post time is kept before those past JOIN_WAIT are forgotten.
+ROOMS_REMEMBERED = 1024
+
 
 @dataclass
 class _Job:
@@ -147,10 +159,13 @@ class AfterAckWork:
     Joinable work queued back to back in a room is done in one go when its turn comes.
     """
 
-    def __init__(self, threads: int = AFTER_ACK_THREADS) -> None:
+    def __init__(self, threads: int = AFTER_ACK_THREADS, join_wait: float = JOIN_WAIT) -> None:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="after-ack")
         self._lock = threading.Lock()
+        self._more_queued = threading.Condition(self._lock)  # for a room waiting to join (JOIN_WAIT)
         self._queued: dict[str, deque[_Job]] = {}  # room -> its work not yet started, while a thread has the room
+        self._join_wait = join_wait
+        self._joined_work_ended: dict[str, float] = {}  # room -> when its last joinable work ended (monotonic)
 
     def submit(self, room: str, work: Callable[[], None]) -> None:
         self._enqueue(room, _Job(contextvars.copy_context(), lambda _items: work()))
@@ -163,6 +178,7 @@ class AfterAckWork:
         with self._lock:
             if room in self._queued:
                 self._queued[room].append(job)
+                self._more_queued.notify_all()
                 return
             self._queued[room] = deque([job])
         self._pool.submit(self._work_through, room)
@@ -174,14 +190,41 @@ class AfterAckWork:
                 if not queued:
                     del self._queued[room]
                     return
+                kind = queued[0].join_kind
+                if kind is not None:
+                    self._wait_to_join(room, queued)
                 jobs = [queued.popleft()]
-                kind = jobs[0].join_kind
                 while kind is not None and queued and queued[0].join_kind == kind and len(jobs) < JOINED_AT_MOST:
                     jobs.append(queued.popleft())
             try:
                 jobs[0].context.run(jobs[0].run, [job.item for job in jobs])
             except Exception:  # noqa: BLE001 - the room's later work still runs
                 log.exception("after-ack work failed and the person could not be told")
+            finally:
+                if kind is not None:
+                    self._joined_work_ended_now(room)
+
+    def _wait_to_join(self, room: str, queued: deque[_Job]) -> None:
+        """Holding the lock, with joinable work at the head of `room`'s queue: wait until JOIN_WAIT has
+        passed since the room's last joinable work ended, unless a message-worth is queued or other
+        work is queued behind (nothing more could join it)."""
+        ended = self._joined_work_ended.get(room)
+        if ended is None:
+            return
+        kind = queued[0].join_kind
+        while len(queued) < JOINED_AT_MOST and all(job.join_kind == kind for job in queued):
+            left = ended + self._join_wait - time.monotonic()
+            if left <= 0:
+                return
+            self._more_queued.wait(left)
+
+    def _joined_work_ended_now(self, room: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._joined_work_ended) >= ROOMS_REMEMBERED:  # forget the rooms whose wait is over
+                self._joined_work_ended = {name: ended for name, ended in self._joined_work_ended.items()
+                                           if now - ended < self._join_wait}
+            self._joined_work_ended[room] = now
 
 
 @dataclass

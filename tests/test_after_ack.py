@@ -669,3 +669,37 @@ def test_joinable_work_queued_back_to_back_is_done_in_one_go_up_to_a_message_wor
     held.set()
     eventually(lambda: len(runs) == 5)
     assert runs == [list(range(JOINED_AT_MOST)), [JOINED_AT_MOST, JOINED_AT_MOST + 1], "status", ["after"], ["x"]]
+
+
+def test_entries_typed_soon_after_the_rooms_last_post_wait_to_go_out_together():
+    """A room whose entries were just posted waits JOIN_WAIT (here a minute) before posting more, so a
+    burst goes out as few messages; it stops waiting once a message-worth is queued, or when other
+    work queued behind could not join anyway. A quiet room's entry, another room's, go at once."""
+    from commands.router import JOINED_AT_MOST, AfterAckWork
+
+    work, runs = AfterAckWork(threads=2, join_wait=60), []
+    work.submit_joinable("room", "notes", 0, runs.append)
+    eventually(lambda: runs == [[0]])  # the first in a quiet room: not held
+    work.submit_joinable("room", "notes", 1, runs.append)
+    work.submit_joinable("room", "notes", 2, runs.append)
+    work.submit_joinable("other room", "notes", "x", runs.append)
+    eventually(lambda: ["x"] in runs)  # another room is not held by this one's wait
+    time.sleep(0.3)
+    assert runs == [[0], ["x"]]  # 1 and 2 wait for more to join them
+    for n in range(3, JOINED_AT_MOST + 2):
+        work.submit_joinable("room", "notes", n, runs.append)
+    eventually(lambda: len(runs) == 3)  # a message-worth: posted without waiting out the minute
+    assert runs[2] == list(range(1, JOINED_AT_MOST + 1))
+    work.submit("room", lambda: runs.append("status"))  # nothing behind it can join the last entry
+    eventually(lambda: len(runs) == 5)
+    assert runs[3:] == [[JOINED_AT_MOST + 1], "status"]
+
+
+def test_an_entry_held_to_join_others_is_posted_alone_when_the_wait_is_over():
+    from commands.router import AfterAckWork
+
+    work, runs = AfterAckWork(threads=2, join_wait=0.2), []
+    work.submit_joinable("room", "notes", 0, runs.append)
+    eventually(lambda: runs == [[0]])
+    work.submit_joinable("room", "notes", 1, runs.append)
+    eventually(lambda: runs == [[0], [1]])
