@@ -128,16 +128,16 @@ AFTER_ACK_THREADS = 8
 # fill 27,000 of a Slack message's 40,000 characters and 20 of its 50 blocks.
 JOINED_AT_MOST = 10
 
-# A room whose timeline entries were posted less than this long ago waits it out before posting the
-# next ones, or until a message-worth is queued: a burst of notes from several people (or a script)
-# reaches the room as a few full messages, not one each. Slack takes about one message a second a
-# channel, more only in short bursts; and each post costs this process about 0.6 ms of CPU that the
-# acks queue behind (benchmarks/command_cpu.py), so at 8 clients typing into one room, posting one
-# entry each put the bot's p99 ack at 1.9-2.3x the bare app's, against 1.2-1.6x joined
-# (benchmarks/ack_latency.py, alternate runs). A note in a quiet room is posted at once; a quarter
-# second more in a burst is less than Slack takes to show a message.
-JOIN_WAIT = 0.25
-# Rooms whose last joined post time is kept before those past JOIN_WAIT are forgotten.
+# A room whose last timeline entry post started less than this long ago waits it out before posting
+# the next ones, or until a message-worth is queued: a burst of notes from several people (or a
+# script) reaches the room as a few full messages, not one each. Slack takes about one message a
+# second a channel, more only in short bursts; and each post costs this process about 0.6 ms of CPU
+# that the acks queue behind (benchmarks/command_cpu.py): at 8 clients typing into one room, about
+# 800 posts for 2,060 notes became about 210 and the bot's CPU a command fell by a tenth
+# (benchmarks/ack_latency.py). A note in a quiet room, or behind a post Slack took this long over,
+# is posted at once; a tenth of a second more in a burst is less than Slack takes to show a message.
+JOIN_WAIT = 0.1
+# Rooms whose last joined post is remembered before those past JOIN_WAIT are forgotten.
 ROOMS_REMEMBERED = 1024
 
 
@@ -156,7 +156,8 @@ class AfterAckWork:
     own, the second's post overtook the first's whenever Slack took longer over the first. So each
     room's work waits for the room's previous work, while other rooms' work runs beside it (Slack
     allows a channel about one message a second anyway, so one room never needs more than a thread).
-    Joinable work queued back to back in a room is done in one go when its turn comes.
+    Joinable work queued back to back in a room is done in one go when its turn comes, and waits for
+    more to join it while the room's last joinable work began less than JOIN_WAIT ago.
     """
 
     def __init__(self, threads: int = AFTER_ACK_THREADS, join_wait: float = JOIN_WAIT) -> None:
@@ -165,7 +166,7 @@ class AfterAckWork:
         self._more_queued = threading.Condition(self._lock)  # for a room waiting to join (JOIN_WAIT)
         self._queued: dict[str, deque[_Job]] = {}  # room -> its work not yet started, while a thread has the room
         self._join_wait = join_wait
-        self._joined_work_ended: dict[str, float] = {}  # room -> when its last joinable work ended (monotonic)
+        self._joined_work_started: dict[str, float] = {}  # room -> when its last joinable work began (monotonic)
 
     def submit(self, room: str, work: Callable[[], None]) -> None:
         self._enqueue(room, _Job(contextvars.copy_context(), lambda _items: work()))
@@ -196,35 +197,34 @@ class AfterAckWork:
                 jobs = [queued.popleft()]
                 while kind is not None and queued and queued[0].join_kind == kind and len(jobs) < JOINED_AT_MOST:
                     jobs.append(queued.popleft())
+                if kind is not None:
+                    self._joined_work_starts(room)
             try:
                 jobs[0].context.run(jobs[0].run, [job.item for job in jobs])
             except Exception:  # noqa: BLE001 - the room's later work still runs
                 log.exception("after-ack work failed and the person could not be told")
-            finally:
-                if kind is not None:
-                    self._joined_work_ended_now(room)
 
     def _wait_to_join(self, room: str, queued: deque[_Job]) -> None:
         """Holding the lock, with joinable work at the head of `room`'s queue: wait until JOIN_WAIT has
-        passed since the room's last joinable work ended, unless a message-worth is queued or other
+        passed since the room's last joinable work began, unless a message-worth is queued or other
         work is queued behind (nothing more could join it)."""
-        ended = self._joined_work_ended.get(room)
-        if ended is None:
+        started = self._joined_work_started.get(room)
+        if started is None:
             return
         kind = queued[0].join_kind
         while len(queued) < JOINED_AT_MOST and all(job.join_kind == kind for job in queued):
-            left = ended + self._join_wait - time.monotonic()
+            left = started + self._join_wait - time.monotonic()
             if left <= 0:
                 return
             self._more_queued.wait(left)
 
-    def _joined_work_ended_now(self, room: str) -> None:
+    def _joined_work_starts(self, room: str) -> None:
+        """Holding the lock: remember when `room`'s joinable work began, for its next (_wait_to_join)."""
         now = time.monotonic()
-        with self._lock:
-            if len(self._joined_work_ended) >= ROOMS_REMEMBERED:  # forget the rooms whose wait is over
-                self._joined_work_ended = {name: ended for name, ended in self._joined_work_ended.items()
-                                           if now - ended < self._join_wait}
-            self._joined_work_ended[room] = now
+        if len(self._joined_work_started) >= ROOMS_REMEMBERED:  # forget the rooms whose wait is over
+            self._joined_work_started = {name: began for name, began in self._joined_work_started.items()
+                                         if now - began < self._join_wait}
+        self._joined_work_started[room] = now
 
 
 @dataclass

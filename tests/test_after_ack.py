@@ -672,7 +672,7 @@ def test_joinable_work_queued_back_to_back_is_done_in_one_go_up_to_a_message_wor
 
 
 def test_entries_typed_soon_after_the_rooms_last_post_wait_to_go_out_together():
-    """A room whose entries were just posted waits JOIN_WAIT (here a minute) before posting more, so a
+    """A room whose entry post just began waits JOIN_WAIT (here a minute) before posting more, so a
     burst goes out as few messages; it stops waiting once a message-worth is queued, or when other
     work queued behind could not join anyway. A quiet room's entry, another room's, go at once."""
     from commands.router import JOINED_AT_MOST, AfterAckWork
