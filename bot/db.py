@@ -140,3 +140,45 @@ DIALECT_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 def dialect_insert(session, model):
     """INSERT for this session's database, with its ON CONFLICT clauses (PostgreSQL or SQLite)."""
     return DIALECT_INSERTS[session.get_bind().dialect.name](model)
+
+
+class DriverStatement:
+    """A Core statement compiled once for each dialect and run on the driver's own cursor, past
+    SQLAlchemy's execution layer: for a note or decision, the most frequent commands, that layer (the
+    execution context, the result's metadata, checking a connection out as a `Connection`) was about
+    two thirds of the write's CPU (bot.runtime.Runtime.log_in_room_at_once). Its parameters go through
+    the columns' own bind processors (UTCDateTime, SQLite's datetime text and booleans), as they would
+    through SQLAlchemy; its result does not, so it may only return columns whose values need none
+    (ids, text). Every parameter must be named in the statement and given at each run."""
+
+    def __init__(self, statement) -> None:
+        self.statement = statement
+        self._compiled: dict[str, tuple] = {}  # dialect name -> (SQL, parameter converter)
+
+    def _for(self, dialect) -> tuple:
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            statement = self.statement.compile(dialect=dialect)
+            unnamed = [name for name, bind in statement.binds.items() if not bind.required]
+            assert not unnamed, f"parameters with values of their own are not passed on: {unnamed}"
+            processors = {name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+                          for name, bind in statement.binds.items()}
+            processors = {name: processor for name, processor in processors.items() if processor is not None}
+
+            def processed(params: dict, name: str):
+                processor = processors.get(name)
+                return params[name] if processor is None else processor(params[name])
+
+            if statement.positional:
+                order = statement.positiontup
+                convert = lambda params: [processed(params, name) for name in order]  # noqa: E731
+            else:
+                names = list(statement.binds)
+                convert = lambda params: {name: processed(params, name) for name in names}  # noqa: E731
+            compiled = self._compiled[dialect.name] = (str(statement), convert)
+        return compiled
+
+    def first_row(self, cursor, dialect, params: dict) -> tuple | None:
+        sql, convert = self._for(dialect)
+        cursor.execute(sql, convert(params))
+        return cursor.fetchone()

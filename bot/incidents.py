@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, bindparam, exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
 
 from bot import cadence, observability, redaction, rules
-from bot.db import DIALECT_INSERTS, ROOM_INCIDENTS, dialect_insert, utcnow
+from bot.db import DIALECT_INSERTS, ROOM_INCIDENTS, DriverStatement, dialect_insert, utcnow
 from bot.errors import NotAnIncidentChannel, NothingToChange, UsageError
 from bot.models import ROLES, Counter, Incident, ProcessedEvent, RedactedValue, RoleAssignment, TimelineEntry
 from bot.playbook import Playbook, format_duration
@@ -330,9 +330,9 @@ _ROOM_IS_THE_INCIDENTS = exists().where(
     _INCIDENT_COLUMNS.id == _ROOM_PARAMS["incident_id"],
     _INCIDENT_COLUMNS.number == bindparam("number", type_=_INCIDENT_COLUMNS.number.type),
     _INCIDENT_COLUMNS.channel_id == bindparam("channel_id", type_=_INCIDENT_COLUMNS.channel_id.type))
-_INSERT_ENTRY_IF_ROOM_IS = _ENTRY_TABLE.insert().from_select(
-    _LOGGED_IN_ROOM, select(*_ROOM_PARAMS.values()).where(_ROOM_IS_THE_INCIDENTS),
-).returning(*_ENTRY_RETURNED)
+_ENTRY_IF_ROOM_IS = _ENTRY_TABLE.insert().from_select(
+    _LOGGED_IN_ROOM, select(*_ROOM_PARAMS.values()).where(_ROOM_IS_THE_INCIDENTS))
+_INSERT_ENTRY_IF_ROOM_IS = _ENTRY_IF_ROOM_IS.returning(*_ENTRY_RETURNED)
 ROOM_INCIDENTS_KEPT = 4096
 
 
@@ -373,10 +373,12 @@ def _log_in_room(session: Session, channel_id: str, kind: str, actor_id: str, te
 
 
 # A note or decision in a war room the process knows (the most frequent commands) is written with the
-# claim of its delivery (claim_event) on a plain connection, without an ORM session. On PostgreSQL the
-# two are one statement that commits itself: one round trip where BEGIN, the claim, the entry and
-# COMMIT are four, half the interpreter time. The claim is made only if the room is still the
-# incident's, and the entry only if the claim was, so a statement that returns nothing wrote nothing.
+# claim of its delivery (claim_event) on the driver's own connection, without an ORM session or
+# SQLAlchemy's execution layer (DriverStatement). On PostgreSQL the two are one statement that commits
+# itself: one round trip where BEGIN, the claim, the entry and COMMIT are four, half the interpreter
+# time. The claim is made only if the room is still the incident's, and the entry only if the claim
+# was, so a statement that returns nothing wrote nothing. Only the entry's id comes back: the rest
+# of it is what was written.
 _CLAIM_IN_ROOM = (
     DIALECT_INSERTS["postgresql"](ProcessedEvent.__table__)
     .from_select(["event_id", "received_at"], select(
@@ -386,21 +388,22 @@ _CLAIM_IN_ROOM = (
     .returning(ProcessedEvent.__table__.c.event_id)
     .cte("claim")
 )
-_CLAIM_AND_LOG_IN_ROOM = _ENTRY_TABLE.insert().from_select(
+_CLAIM_AND_LOG_IN_ROOM = DriverStatement(_ENTRY_TABLE.insert().from_select(
     _LOGGED_IN_ROOM, select(*_ROOM_PARAMS.values()).where(exists(select(_CLAIM_IN_ROOM.c.event_id))),
-).returning(*_ENTRY_RETURNED).add_cte(_CLAIM_IN_ROOM)
+).returning(_ENTRY_COLUMNS["id"]).add_cte(_CLAIM_IN_ROOM))
+_ENTRY_ID_IF_ROOM_IS = DriverStatement(_ENTRY_IF_ROOM_IS.returning(_ENTRY_COLUMNS["id"]))
 
 
-def log_in_known_room_at_once(connection: Connection, shared: dict, delivery_key: str, channel_id: str, kind: str,
+def log_in_known_room_at_once(cursor, dialect, shared: dict, delivery_key: str, channel_id: str, kind: str,
                               actor_id: str, text: str, new_value: str | None = None) -> TimelineItem | None:
     """Claim the delivery and add the note or decision, if this process knows the room's incident
     (`shared`: the session factory's info, bot.db.make_session_factory) and the text holds nothing to
     remember as redacted (the ordinary path's transaction does that). None when it was not written:
     not known, a repeated delivery, or a room that changed hands, for the ordinary path to sort out.
 
-    On PostgreSQL `connection` is expected in autocommit: the one statement commits itself. On SQLite
-    the claim and the entry are two statements in the connection's transaction, which the caller
-    commits if an entry came back and rolls back if not.
+    `cursor` is the driver's. On PostgreSQL its connection is expected in autocommit: the one
+    statement commits itself. On SQLite the claim and the entry are two statements in the
+    connection's transaction, which the caller commits if an entry came back and rolls back if not.
     """
     incident = shared[ROOM_INCIDENTS].get(channel_id)
     if incident is None:
@@ -410,15 +413,16 @@ def log_in_known_room_at_once(connection: Connection, shared: dict, delivery_key
         return None
     now = utcnow()
     entry = _room_entry(incident, channel_id, kind, actor_id, redacted.text, new_value, now)
-    if connection.dialect.name == "postgresql":
-        row = connection.execute(_CLAIM_AND_LOG_IN_ROOM, {"event_id": delivery_key, **entry}).one_or_none()
+    if dialect.name == "postgresql":
+        row = _CLAIM_AND_LOG_IN_ROOM.first_row(cursor, dialect, {"event_id": delivery_key, **entry})
     else:  # SQLite has no INSERT in a WITH clause
-        claimed = connection.execute(_CLAIM_EVENT["sqlite"], {"event_id": delivery_key, "received_at": now})
-        row = connection.execute(_INSERT_ENTRY_IF_ROOM_IS, entry).one_or_none() if claimed.first() else None
+        claimed = _CLAIM_ON_DRIVER.first_row(cursor, dialect, {"event_id": delivery_key, "received_at": now})
+        row = _ENTRY_ID_IF_ROOM_IS.first_row(cursor, dialect, entry) if claimed else None
     if row is None:
         return None
     observability.saw_incident(incident.reference)
-    return _timeline_item(row, [])
+    return TimelineItem(id=row[0], kind=kind, actor_id=actor_id, text=redacted.text, old_value=None,
+                        new_value=new_value, occurred_at=now, source=entry["source"], source_ref=None)
 
 
 def record_decision(session: Session, channel_id: str, text: str, actor_id: str,
@@ -551,6 +555,7 @@ _CLAIM_EVENT = {
     .returning(ProcessedEvent.__table__.c.event_id)
     for name, insert in DIALECT_INSERTS.items()
 }
+_CLAIM_ON_DRIVER = DriverStatement(_CLAIM_EVENT["sqlite"])  # log_in_known_room_at_once, on SQLite
 
 
 def claim_event(session: Session, key: str) -> bool:

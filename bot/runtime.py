@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.after_ack import PostedEntries
@@ -81,38 +81,63 @@ class Runtime:
 
     def log_in_room_at_once(self, channel_id: str, kind: str, actor_id: str, text: str,
                             new_value: str | None = None) -> TimelineItem | None:
-        """A note or decision, with the claim of the delivery being handled, written without an ORM
-        session where it can be (incidents.log_in_known_room_at_once); None when it was not, and
-        nothing was written: the caller writes it in `transaction`, which claims the delivery."""
+        """A note or decision, with the claim of the delivery being handled, written on the driver's
+        own connection where it can be (incidents.log_in_known_room_at_once); None when it was not, and
+        nothing was written: the caller writes it in `transaction`, which claims the delivery.
+
+        Its errors are the driver's, raised as SQLAlchemy raises them (OperationalError and the like,
+        the original as `.orig`), so the caller tells people what it tells them for `transaction`'s."""
         key = _delivery.get()
         if not key:
             return None
-        with self.engine.connect() as connection:  # no connection: raised as is, nothing was sent
-            autocommit = connection.dialect.name == "postgresql"
-            if autocommit:
-                connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            try:
-                entry = log_in_known_room_at_once(connection, self.sessions.kw["info"], key, channel_id, kind,
-                                                  actor_id, text, new_value)
-            except OperationalError as exc:
-                if is_lock_timeout(exc):
-                    raise DeliveryInProgress(key) from exc
-                if autocommit and connection_lost(exc):
-                    raise CommitOutcomeUnknown() from exc
-                raise
-            except InterfaceError as exc:
-                if autocommit:
-                    raise CommitOutcomeUnknown() from exc
-                raise
-            if entry is None:
-                connection.rollback()
-                return None
-            try:
-                connection.commit()
-            except (OperationalError, InterfaceError) as exc:
-                raise CommitOutcomeUnknown() from exc
-        _delivery.set(None)  # claimed: later transactions of the delivery are its own work
+        dialect = self.engine.dialect
+        try:
+            pooled = self.engine.raw_connection()  # no connection: nothing was sent
+        except dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+        try:
+            entry = self._log_at_once(pooled, key, channel_id, kind, actor_id, text, new_value)
+        finally:
+            pooled.close()
+        if entry is not None:
+            _delivery.set(None)  # claimed: later transactions of the delivery are its own work
         return entry
+
+    def _log_at_once(self, pooled, key: str, channel_id: str, kind: str, actor_id: str, text: str,
+                     new_value: str | None) -> TimelineItem | None:
+        dialect = self.engine.dialect
+        autocommit = dialect.name == "postgresql"  # the one statement commits itself
+        driver, cursor, committing = pooled.driver_connection, pooled.cursor(), False
+        try:
+            if autocommit:
+                driver.autocommit = True
+            else:
+                cursor.execute("BEGIN IMMEDIATE")  # as every SQLite transaction of the engine (bot.db)
+            entry = log_in_known_room_at_once(cursor, dialect, self.sessions.kw["info"], key, channel_id, kind,
+                                              actor_id, text, new_value)
+            if not autocommit:
+                committing = entry is not None
+                cursor.execute("COMMIT" if committing else "ROLLBACK")
+            return entry
+        except dialect.loaded_dbapi.Error as exc:
+            error = DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect)
+            if dialect.is_disconnect(exc, driver, cursor):
+                pooled.invalidate(exc)  # not back into the pool
+            if committing:
+                raise CommitOutcomeUnknown() from error
+            if isinstance(error, OperationalError) and is_lock_timeout(error):
+                raise DeliveryInProgress(key) from error
+            if autocommit and (isinstance(error, InterfaceError)
+                               or isinstance(error, OperationalError) and connection_lost(error)):
+                raise CommitOutcomeUnknown() from error
+            raise error from exc
+        finally:
+            cursor.close()
+            if autocommit and not driver.closed:
+                try:
+                    driver.autocommit = False  # as the pool's other users expect it
+                except dialect.loaded_dbapi.Error:
+                    pooled.invalidate()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
