@@ -10,8 +10,8 @@ and the after-ack work run on the calling thread instead of their pools, so the 
 - bare: a Bolt app built like the bot's whose only listener acks (benchmarks.ack_latency);
 - bot: `bot.server.make_wsgi_app` around `make_bolt_app`, as `warroom serve` runs them, all of it:
   signature, Bolt, routing, the transaction, the ack, the log line, metrics, the post to the room;
-- of which the transaction: the trigger id's claim and the entry, written together on a plain
-  connection (`Runtime.log_in_room_at_once`: one statement on PostgreSQL) once the room is known,
+- of which the transaction: the trigger id's claim and the entry, written together on the driver's
+  own cursor (`Runtime.log_in_room_at_once`: one statement on PostgreSQL) once the room is known,
   else in `Runtime.transaction` (session, BEGIN, claim, entry, COMMIT);
 - and the post: the after-ack work (render, slack_sdk's chat.postMessage to the stand-in);
 - the rest: Slack's signature, Bolt, routing and parsing, the ack, the log line and metrics.

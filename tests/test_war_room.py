@@ -5,6 +5,7 @@ Each test runs on SQLite and on PostgreSQL (see conftest.py).
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
 
@@ -364,6 +365,13 @@ def test_notes_in_a_room_the_bot_knows_are_claimed_and_written_together(slack, s
     # Written together, the claim and the entry carry one timestamp.
     claimed, written = claimed_and_written_at(first, "Retrieval returns%")
     assert claimed == written
+    # Written past SQLAlchemy (bot.db.DriverStatement), the entry is stored as one written through it:
+    # times in the same form (text on SQLite), the same flags.
+    through_it, past_it = database.rows(
+        "SELECT occurred_at, recorded_at, source, awaiting_room_post FROM timeline_entry"
+        " WHERE text LIKE 'Rotate %' OR text LIKE 'Retrieval returns%' ORDER BY id")
+    shape = lambda row: [re.sub("[0-9]", "9", str(value)) for value in row.values()]  # noqa: E731
+    assert shape(past_it) == shape(through_it), (past_it, through_it)
 
     # The room becomes another incident's (as after a restore): the bot's memory of it is wrong now.
     declare_second = slack.command(ALICE, GENERAL, "declare sev2 Ranking drift after the data refresh")
