@@ -53,6 +53,11 @@ def connection_lost(exc: OperationalError) -> bool:
     return sqlstate is None or sqlstate[:2] in ("08", "57")
 
 
+def _as_sqlalchemy_raises_it(exc: Exception, dialect) -> DBAPIError:
+    """The driver's error wrapped as SQLAlchemy wraps it (OperationalError and the like, `.orig`)."""
+    return DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -94,7 +99,7 @@ class Runtime:
         try:
             pooled = self.engine.raw_connection()  # no connection: nothing was sent
         except dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+            raise _as_sqlalchemy_raises_it(exc, dialect) from exc
         try:
             entry = self._log_at_once(pooled, key, channel_id, kind, actor_id, text, new_value)
         finally:
@@ -120,7 +125,7 @@ class Runtime:
                 cursor.execute("COMMIT" if committing else "ROLLBACK")
             return entry
         except dialect.loaded_dbapi.Error as exc:
-            error = DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect)
+            error = _as_sqlalchemy_raises_it(exc, dialect)
             if dialect.is_disconnect(exc, driver, cursor):
                 pooled.invalidate(exc)  # not back into the pool
             if committing:
