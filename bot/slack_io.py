@@ -342,6 +342,20 @@ def find_message_by_metadata(client: WebClient, channel_id: str, event_type: str
     return None
 
 
+def _find_after_joining(client: WebClient, channel_id: str, event_type: str, key: str,
+                        oldest: datetime) -> str | None:
+    """`find_message_by_metadata` in a public channel the bot posts to without being in it
+    (chat:write.public), which it cannot read until it joins. If Slack will not let it join, a copy
+    posted just before a crash cannot be seen, and posting twice beats never posting."""
+    try:
+        call("joining the channel to look for an earlier delivery", client.conversations_join, channel=channel_id)
+    except SlackCallFailed as exc:
+        log.warning("cannot look in %s for %s (the bot is not in it and could not join: %s); posting it",
+                    channel_id, key, exc.error)
+        return None
+    return find_message_by_metadata(client, channel_id, event_type, key, oldest=oldest)
+
+
 def post_once(client: WebClient, channel: str, *, text: str, blocks: list, event_type: str, key: str,
               since: datetime, maybe_posted: bool) -> str:
     """Post a message tagged with `key` as metadata; its ts.
@@ -356,10 +370,7 @@ def post_once(client: WebClient, channel: str, *, text: str, blocks: list, event
         except SlackCallFailed as exc:
             if exc.error != "not_in_channel":
                 raise
-            # A public channel the bot posts to without being in it (chat:write.public) cannot be read:
-            # a copy posted just before a crash cannot be seen, and posting twice beats never posting.
-            log.warning("cannot look in %s for %s (the bot is not in it); posting it", channel, key)
-            already = None
+            already = _find_after_joining(client, conversation, event_type, key, oldest=since - CLOCK_MARGIN)
         if already:
             return already
     return call("posting the reminder", client.chat_postMessage, channel=channel, text=text, blocks=blocks,

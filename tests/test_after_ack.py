@@ -372,22 +372,67 @@ def test_an_update_posted_in_the_room_before_its_process_died_is_only_posted_to_
 
 
 def test_a_late_update_the_stakeholder_channel_will_not_take_is_told_to_the_war_room(database, standin, processes):
-    """The bot is not in the stakeholder channel: the late update is posted in the war room, which is
-    told it did not reach the stakeholders (as the person would have been live), once."""
-    outside = standin.create_channel("exec-updates", [ALICE])["id"]
+    """The stakeholder channel is private and the bot is not in it: the late update is posted in the
+    war room, which is told it did not reach the stakeholders (as the person would have been live), once."""
+    outside = standin.create_channel("exec-updates", [ALICE], is_private=True)["id"]
     room, entry_id = update_then_die_before_posting_it(database, standin, processes, outside)
 
     processes("successor", **FAST_TAKEOVER, WARROOM_UPDATES_CHANNEL=outside)
     [in_room] = eventually(lambda: posts_of(standin, room, entry_id), timeout=10)
     told = eventually(lambda: [m["text"] for m in standin.messages(room) if "could not be posted to" in m["text"]])
     assert told == [f":warning: *INC-1 update* is in the war room, but could not be posted to <#{outside}>: "
-                    "Slack said `not_in_channel`. Post it there by hand, and check that the bot is still in that "
+                    "Slack said `channel_not_found`. Post it there by hand, and check that the bot is still in that "
                     "channel."]
     eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
                timeout=5)
     time.sleep(2.5)  # two more ticks: told once
     assert len([m for m in standin.messages(room) if "could not be posted to" in m["text"]]) == 1
     assert standin.messages(outside) == []
+
+
+def test_an_update_a_public_channel_took_before_its_process_died_is_not_posted_there_twice(
+        database, standin, processes):
+    """The bot posts updates to a public stakeholder channel it is not in (chat:write.public) and
+    cannot read it. The victim dies while its post there is with Slack, which takes it: the successor
+    joins the channel to look, finds the update by its key, and does not post it again."""
+    outside = standin.create_channel("exec-updates", [ALICE])["id"]
+    victim, slack = processes("victim", WARROOM_TICK="1s", WARROOM_UPDATES_CHANNEL=outside)
+    room = declare_room(slack, database)
+    standin.wait_until_quiet()
+    standin.delay_next("chat.postMessage", 0)  # the room's post goes through
+    standin.delay_next("chat.postMessage", 1.5)  # the stakeholders' is taken once the victim is gone
+    assert slack.command(BOB, room, UPDATE).status == 200
+    entry_id = database.scalar("SELECT id FROM timeline_entry WHERE kind = 'update'")
+    [in_room] = eventually(lambda: posts_of(standin, room, entry_id))
+    eventually(lambda: standin.delays_owed("chat.postMessage") == 0)  # the stakeholders' post is with Slack
+    kill(victim)
+    [for_stakeholders] = eventually(lambda: posts_of(standin, outside, entry_id), timeout=5)
+    assert BOT_USER_ID not in standin.channel(outside)["members"]
+
+    processes("successor", **FAST_TAKEOVER, WARROOM_UPDATES_CHANNEL=outside)
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=10)
+    time.sleep(2.5)  # two more ticks: still once each
+    assert posts_of(standin, outside, entry_id) == [for_stakeholders]
+    assert posts_of(standin, room, entry_id) == [in_room]
+    assert [c["ok"] for c in standin.calls("conversations.join") if c["args"].get("channel") == outside] == [True]
+    assert BOT_USER_ID in standin.channel(outside)["members"]
+
+
+def test_a_late_update_is_posted_to_a_public_channel_the_bot_may_not_join_to_look_in(database, standin, processes):
+    """Slack refuses the join (the app was installed without channels:join): the successor cannot
+    see whether the victim's post got there, and posts the update rather than risk it never arriving."""
+    outside = standin.create_channel("exec-updates", [ALICE])["id"]
+    room, entry_id = update_then_die_before_posting_it(database, standin, processes, outside)
+    standin.fail_next("conversations.join", error="missing_scope", times=100)
+
+    processes("successor", **FAST_TAKEOVER, WARROOM_UPDATES_CHANNEL=outside)
+    [for_stakeholders] = eventually(lambda: posts_of(standin, outside, entry_id), timeout=10)
+    assert "Posted late" in for_stakeholders["text"]
+    assert [c["error"] for c in standin.calls("conversations.join")] == ["missing_scope"]
+    eventually(lambda: database.scalar("SELECT count(*) FROM timeline_entry WHERE awaiting_room_post") == 0,
+               timeout=5)
+    assert len(posts_of(standin, room, entry_id)) == 1
 
 
 def declare_then_die_before_the_room(database, standin, processes) -> None:

@@ -197,6 +197,10 @@ def test_invite_errors_and_success(client, standin):
 def test_topic_and_join(client, standin):
     outside = standin.create_channel("war-stories", ["U0ALICE"])
     assert error_code(lambda: client.conversations_setTopic(channel=outside["id"], topic="x")) == "not_in_channel"
+    with SlackStandIn(scopes=standin.scopes - {"channels:join"}) as without_the_scope:
+        refusal = slack_error(lambda: WebClient(token="xoxb-standin", base_url=without_the_scope.api_url)
+                              .conversations_join(channel="C0GENERAL")).response
+        assert (refusal["error"], refusal["needed"]) == ("missing_scope", "channels:join")
     client.conversations_join(channel=outside["id"])
     client.conversations_setTopic(channel=outside["id"], topic="SEV1: checkout down")
     assert standin.channel(outside["id"])["topic"]["value"] == "SEV1: checkout down"
@@ -204,9 +208,20 @@ def test_topic_and_join(client, standin):
 
 
 # ------------------------------------------------------------------ messages
-def test_posting_needs_membership_and_content(client, standin):
+def test_posting_needs_membership_or_a_public_channel_and_content(client, standin):
     outside = standin.create_channel("no-bot-here", ["U0ALICE"])
-    assert error_code(lambda: client.chat_postMessage(channel=outside["id"], text="hi")) == "not_in_channel"
+    hidden = standin.create_channel("people-only", ["U0ALICE"], is_private=True)
+    # app.yaml asks for chat:write.public: a public channel takes the bot's post without it joining,
+    # but is not readable to it; a private one it is not in does not exist for it.
+    client.chat_postMessage(channel=outside["id"], text="hi")
+    assert [m["text"] for m in standin.messages(outside["id"])] == ["hi"]
+    assert BOT_USER_ID not in standin.channel(outside["id"])["members"]
+    assert error_code(lambda: client.conversations_history(channel=outside["id"])) == "not_in_channel"
+    assert error_code(lambda: client.chat_postMessage(channel=hidden["id"], text="hi")) == "channel_not_found"
+    with SlackStandIn(scopes=standin.scopes - {"chat:write.public"}) as without_the_scope:
+        elsewhere = without_the_scope.create_channel("no-bot-here", ["U0ALICE"])
+        assert error_code(lambda: WebClient(token="xoxb-standin", base_url=without_the_scope.api_url)
+                          .chat_postMessage(channel=elsewhere["id"], text="hi")) == "not_in_channel"
     assert error_code(lambda: client.chat_postMessage(channel="C0NOPE", text="hi")) == "channel_not_found"
     with pytest.warns(UserWarning, match="`text` argument is missing"):  # slack_sdk warns too
         assert error_code(lambda: client.chat_postMessage(channel="C0INCIDENTS", text="")) == "no_text"

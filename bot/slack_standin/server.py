@@ -82,6 +82,10 @@ MAX_ALT_TXT_CHARS = 1000
 # Where Slack's 2021 OpenAPI file is looser than slack.com really is.
 # --------------------------------------------------------------------------
 METHOD_TABLE_PATH = Path(__file__).with_name("web_api_methods.json")
+# The app's manifest: its bot scopes are what the stand-in grants, so a method the bot may call in
+# Slack only with a scope it has not asked for is refused here too (checked where it matters:
+# posting where the bot is not a member, joining a channel).
+MANIFEST_PATH = Path(__file__).resolve().parents[2] / "app.yaml"
 
 # The spec marks almost every conversations.* argument optional, yet Slack
 # refuses these calls without them.  Merged into the generated table.
@@ -312,6 +316,13 @@ def _channel_name_error(name: str) -> str | None:
     return None
 
 
+def manifest_bot_scopes() -> frozenset[str]:
+    import yaml
+
+    manifest = yaml.safe_load(MANIFEST_PATH.read_text(encoding="utf-8"))
+    return frozenset(manifest["oauth_config"]["scopes"]["bot"])
+
+
 def _load_method_table() -> dict[str, list[str]]:
     with open(METHOD_TABLE_PATH, encoding="utf-8") as table_file:
         table = json.load(table_file)
@@ -341,11 +352,13 @@ class SlackStandIn:
     TRIGGER_TTL_SECONDS = 3.0
 
     def __init__(self, bot_token: str = "xoxb-standin", host: str = "127.0.0.1", port: int = 0,
-                 app_token: str = APP_TOKEN):
+                 app_token: str = APP_TOKEN, scopes: frozenset[str] | None = None):
+        """`scopes`: the bot token's, by default those app.yaml asks for."""
         from .socket_mode import SocketModeServer
 
         self.bot_token = bot_token
         self.app_token = app_token
+        self.scopes = manifest_bot_scopes() if scopes is None else frozenset(scopes)
         # Socket Mode's websocket end: apps.connections.open hands out its URLs.
         self.socket_mode = SocketModeServer(self, host)
         self._host = host
@@ -501,6 +514,10 @@ class SlackStandIn:
     def _require_bot_member(channel: dict) -> None:
         if BOT_USER_ID not in channel["members"]:
             raise SlackRefusal("not_in_channel")
+
+    def _require_scope(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise SlackRefusal("missing_scope", needed=scope, provided=",".join(sorted(self.scopes)))
 
     @staticmethod
     def _refuse_im(channel: dict) -> None:
@@ -1201,7 +1218,8 @@ class SlackStandIn:
     @_implements("chat.postMessage")
     def _chat_post_message(self, args: dict) -> dict:
         channel = self._post_target(_text_arg(args, "channel"))
-        self._require_bot_member(channel)
+        if channel.get("is_private", True) or "chat:write.public" not in self.scopes:
+            self._require_bot_member(channel)  # chat:write.public posts to public channels the bot is not in
         content = self._content(args)
         metadata = _metadata_arg(args)
         message = self._store_message(channel, content, BOT_USER_ID, _text_arg(args, "thread_ts") or None,
@@ -1281,6 +1299,7 @@ class SlackStandIn:
 
     @_implements("conversations.join")
     def _conversations_join(self, args: dict) -> dict:
+        self._require_scope("channels:join")
         channel = self._visible_channel(_text_arg(args, "channel"))
         self._refuse_im(channel)
         if channel["is_private"]:
