@@ -21,12 +21,14 @@ Prints a Markdown table (p50/p99/max ack latency, throughput, and the CPU each s
 spent per request, the bot's after-ack work included) and whether the issue's targets held: p99
 within 2x of the bare app at 8 clients, and no request near Slack's 3 s at 32 clients. On Linux it
 also prints how much CPU other processes on the machine used while measuring: the figures mean
-something only on an otherwise idle machine.
+something only on an otherwise idle machine. `--neighbour PERCENT` makes the machine slow on purpose,
+as this VM's host does in its slow hours (benchmarks/neighbour.py), and both servers run beside it.
 Exits non-zero on errors (a request not answered 200, a command missing from the timeline or the
 channel), never because a target was missed. Run:
 
     .venv/bin/python -m benchmarks.ack_latency
     .venv/bin/python -m benchmarks.ack_latency --backends sqlite --clients 8 --requests 800
+    .venv/bin/python -m benchmarks.ack_latency --clients 8 --requests 2000 --neighbour 40   # a slow hour
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from itertools import count
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlencode, urlsplit
 
+from benchmarks import neighbour
 from benchmarks.reminder_lateness import percentile
 from bot.server import EVENTS_PATH
 from bot.slack_standin.server import APP_ID, BOT_USER_ID, TEAM_DOMAIN, TEAM_ID, SlackStandIn
@@ -355,7 +358,7 @@ def pinned(n: int, pin: bool) -> dict:
 
 def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], sender: ClientProcess,
                 plan: list[tuple[int, int]], rounds: int, warmup: int, processes: int, pin_bot: bool,
-                rooms: int, tmp: Path) -> list[Cell]:
+                rooms: int, tmp: Path, neighbour_pids: list[int]) -> list[Cell]:
     cells = []
     tmp.mkdir(parents=True, exist_ok=True)
     with throwaway_database(backend, tmp) as database:
@@ -373,7 +376,8 @@ def run_backend(backend: str, standin: SlackStandIn, bares: list[BotProcess], se
             for bot in bots:
                 bot.wait_healthy()
             bot_commands, bare_commands = Commands(standin, channels), Commands(standin, channels)
-            pids = [os.getpid(), sender.pid, *(server.process.pid for server in [*bares, *bots])]
+            # The noisy neighbours' CPU is asked for, not the machine being busy: not counted as others'.
+            pids = [os.getpid(), sender.pid, *(server.process.pid for server in [*bares, *bots]), *neighbour_pids]
             for clients, requests_ in plan:
                 # The two servers take turns, a share of the requests each round, so a slower spell
                 # of this shared machine falls on both rather than on whichever ran then.
@@ -466,6 +470,9 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=1,
                         help="war rooms (incidents) the commands are typed in, in turn; a room's posts go to Slack "
                              "one at a time, in order, so with --slack-latency one room takes 1000/MS posts a second")
+    parser.add_argument("--neighbour", type=float, default=0.0, metavar="PERCENT",
+                        help="a noisy neighbour on each CPU taking this share of it in slices of a few ms, as "
+                             "this VM's host does in its slow hours (benchmarks/neighbour.py; 0: none)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -484,6 +491,11 @@ def main() -> int:
         parser.error("--requests takes one number, or one per --clients entry")
     if args.rounds < 1 or args.processes < 1 or args.rooms < 1:
         parser.error("--rounds, --processes and --rooms must be at least 1")
+    if args.neighbour:
+        try:
+            neighbour.check_share(args.neighbour)
+        except ValueError as exc:
+            parser.error(f"--neighbour: {exc}")
     plan = list(zip(clients, requests_))
 
     # Ctrl-C (even when started in the background) and SIGTERM unwind, so the servers stop and the
@@ -500,6 +512,10 @@ def main() -> int:
           f"answered in +{args.slack_latency:g} ms; logs in {tmp}",
           flush=True)
     cells: list[Cell] = []
+    neighbours, neighbour_pids = ExitStack(), []
+    if args.neighbour:
+        neighbour_pids, how = neighbours.enter_context(neighbour.noisy_neighbours(args.neighbour))
+        print(f"noisy neighbour: {how}", flush=True)
     standin = SlackStandIn(bot_token=BOT_TOKEN).start()
     standin.delay("chat.postMessage", args.slack_latency / 1000)
     sender = ClientProcess()
@@ -514,12 +530,13 @@ def main() -> int:
             bare.wait_healthy()
         for backend in backends:
             cells += run_backend(backend, standin, bares, sender, plan, args.rounds, args.warmup, args.processes,
-                                 args.pin != "none", args.rooms, tmp / backend)
+                                 args.pin != "none", args.rooms, tmp / backend, neighbour_pids)
     finally:
         for bare in bares:
             bare.stop()
         sender.close()
         standin.stop()
+        neighbours.close()
     print()
     report(cells)
     print(f"\ntotal run time {time.monotonic() - began:.0f} s")
