@@ -6,10 +6,11 @@ to whatever was running. Those hours come when they come; a claim about them nee
 This starts one process per CPU, pinned to it, that takes its CPU for `percent` of the time in
 slices of a few milliseconds at random moments (each period 5-15 ms long, busy for `percent` of it),
 as a busy host does, and spends them copying through more memory than the CPUs' shared cache holds,
-as other guests' work does, so what runs beside it finds its data evicted. As root it runs under SCHED_FIFO, so the kernel hands it the CPU the moment a
-slice begins, whatever runs there, even a thread holding the interpreter lock, like steal; otherwise
-it runs at normal priority and the kernel shares the CPU instead, which is milder (the header says
-which). The neighbours end when the process that started them does, even if it is killed.
+as other guests' work does, so what runs beside it finds its data evicted. As root it runs under
+SCHED_FIFO, so the kernel hands it the CPU the moment a slice begins, whatever runs there, even a
+thread holding the interpreter lock, like steal; otherwise it runs at normal priority and the
+kernel shares the CPU instead, which is milder (the header says which). The neighbours end when
+the process that started them does, even if it is killed.
 
     .venv/bin/python -m benchmarks.ack_latency --clients 8 --requests 2000 --neighbour 40
     .venv/bin/python -m benchmarks.neighbour 40      # on its own, until Ctrl-C
@@ -46,8 +47,9 @@ def noisy_neighbours(percent: float) -> Iterator[tuple[list[int], str]]:
     try:
         time.sleep(0.2)  # each has set its scheduling policy
         realtime = all(os.sched_getscheduler(p.pid) == os.SCHED_FIFO for p in processes)
-        how = (f"{percent:g}% of each CPU taken in slices of {SHORTEST_PERIOD * percent * 10:.1f}-"
-               f"{LONGEST_PERIOD * percent * 10:.1f} ms "
+        share_ms = percent / 100 * 1000  # a slice is this share of its period, in ms
+        how = (f"{percent:g}% of each CPU taken in slices of {SHORTEST_PERIOD * share_ms:.1f}-"
+               f"{LONGEST_PERIOD * share_ms:.1f} ms "
                + ("(SCHED_FIFO: as the host's steal)" if realtime else "(normal priority: not root, so milder than steal)"))
         yield [p.pid for p in processes], how
     finally:

@@ -1218,7 +1218,7 @@ class SlackStandIn:
     @_implements("chat.postMessage")
     def _chat_post_message(self, args: dict) -> dict:
         channel = self._post_target(_text_arg(args, "channel"))
-        if channel.get("is_private", True) or "chat:write.public" not in self.scopes:
+        if channel["is_private"] or "chat:write.public" not in self.scopes:
             self._require_bot_member(channel)  # chat:write.public posts to public channels the bot is not in
         content = self._content(args)
         metadata = _metadata_arg(args)
